@@ -1,0 +1,75 @@
+"""The one place configuration is read: environment variables prefixed ``ORDERAGENT_`` or a ``.env`` file."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+
+Autonomy = Literal["shadow", "assist", "auto"]
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="ORDERAGENT_", env_file=".env", extra="ignore", populate_by_name=True
+    )
+
+    environment: Literal["development", "test", "production"] = "development"
+    database_url: str = Field(
+        default=f"sqlite:///{PROJECT_ROOT / 'var' / 'orderagent.db'}",
+        validation_alias="DATABASE_URL",
+    )
+    data_dir: Path = Field(default=PROJECT_ROOT.parent / "shared" / "data", validation_alias="DATA_DIR")
+    seed: int = 7
+    currency: str = "USD"
+
+    # Planner: "playbook" (embedded, deterministic) or "llm" (any OpenAI-compatible endpoint).
+    planner: Literal["playbook", "llm"] = "playbook"
+    llm_base_url: str = "http://127.0.0.1:8010/v1"
+    llm_api_key: str = "changethis"
+    llm_model: str = "gpt-4o-mini"
+    llm_timeout_s: float = 20.0
+    llm_max_retries: int = 2
+    llm_max_steps: int = 6
+    llm_max_tokens: int = 20_000
+
+    # Guardrails and approvals.
+    policy_file: Path = PROJECT_ROOT / "guardrails" / "policy.json"
+    autonomy_default: Autonomy = "auto"
+    autonomy_overrides: dict[str, Autonomy] = {}
+    approval_ttl_s: int = 900
+    correlation_window_s: int = 600
+
+    # Service.
+    host: str = "127.0.0.1"
+    port: int = 8000
+    max_body_bytes: int = 1_000_000
+    secret_key: str = "changethis"
+
+    log_json: bool = True
+    log_level: str = "INFO"
+
+    @model_validator(mode="after")
+    def _refuse_placeholder_secrets(self) -> Settings:
+        if self.environment == "production":
+            for name in ("secret_key",):
+                if getattr(self, name) == "changethis":
+                    raise ValueError(f"ORDERAGENT_{name.upper()} is still 'changethis' in production")
+        return self
+
+    @property
+    def is_sqlite(self) -> bool:
+        return self.database_url.startswith("sqlite")
+
+    def autonomy_for(self, exception_type: str) -> Autonomy:
+        return self.autonomy_overrides.get(exception_type, self.autonomy_default)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

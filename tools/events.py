@@ -1,0 +1,50 @@
+"""ExceptionEvent: what order systems (and the simulator) emit, and what POST /events accepts."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from enum import StrEnum
+from typing import Any
+
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+
+
+class ExceptionType(StrEnum):
+    rider_offline = "rider_offline"  # a rider drops off with orders in hand
+    weather_slowdown = "weather_slowdown"  # travel slowed over an area and time window
+    rider_shortage = "rider_shortage"  # too few riders for the orders in an area (storm)
+    order_late_risk = "order_late_risk"  # an order predicted to miss its promise
+    prep_delay = "prep_delay"  # a store prepares slower than planned
+    stockout_after_payment = "stockout_after_payment"  # picking finds an item missing after payment
+    stalled_in_transit = "stalled_in_transit"  # a picked-up order has not moved past a threshold
+    address_change = "address_change"  # the customer changes the drop-off address
+    customer_complaint = "customer_complaint"  # a customer writes in (free text, untrusted)
+
+
+class ExceptionEvent(BaseModel):
+    """One exception. ``id`` is the idempotency key: the same id twice has one effect."""
+
+    model_config = ConfigDict(extra="forbid", str_max_length=4000)
+
+    id: str = Field(min_length=1, max_length=128)
+    type: ExceptionType
+    occurred_at: AwareDatetime
+    source: str = Field(default="simulator", max_length=64)
+    zone: str = Field(default="", max_length=64, description="area used to correlate related events")
+    order_ids: list[str] = Field(default_factory=list, max_length=5000)
+    rider_ids: list[str] = Field(default_factory=list, max_length=1000)
+    store_ids: list[str] = Field(default_factory=list, max_length=1000)
+    customer_ids: list[str] = Field(default_factory=list, max_length=5000)
+    payload: dict[str, Any] = Field(default_factory=dict)
+
+    def subjects(self) -> dict[str, list[str]]:
+        return {
+            "orders": self.order_ids,
+            "riders": self.rider_ids,
+            "stores": self.store_ids,
+            "customers": self.customer_ids,
+        }
+
+
+def event_time(event: ExceptionEvent) -> datetime:
+    return event.occurred_at
