@@ -11,7 +11,8 @@ COMMAND_MODULES = (
     "tools.world.cli",  # world generate|load-mdrp|load-cdnow, simulate
     "tools.customers.cli",  # ltv fit|backtest
     "tools.bench",  # bench tools (the `bench` parser is shared, see below)
-    "agent.commands",  # serve, demo, incident run, token create
+    "agent.incident_cli",  # incident run
+    "agent.commands",  # serve, demo, token create
     "audit.cli",  # audit verify
     "evals.cli",  # eval, eval export
 )
