@@ -102,7 +102,10 @@ class _Rollback(Exception):
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {k: (v if isinstance(v, str | int | float | bool | list | dict | None) else str(v)) for k, v in d.items()}
+    return {
+        k: (v if isinstance(v, str | int | float | bool | list | dict | None) else str(v))
+        for k, v in d.items()
+    }
 
 
 def tool(
@@ -115,7 +118,12 @@ def tool(
         if not doc:
             raise TypeError(f"tool {fn.__name__} needs a docstring: it is the description the model sees")
         return Tool(
-            name=fn.__name__, description=doc, args_model=args, result_model=result, writes=writes, fn=fn,
+            name=fn.__name__,
+            description=doc,
+            args_model=args,
+            result_model=result,
+            writes=writes,
+            fn=fn,
             family=family,
         )
 

@@ -71,7 +71,12 @@ def record_order_event(
     detail: dict[str, Any] | None = None,
 ) -> OrderEvent:
     ev = OrderEvent(
-        order_id=order_id, at=at, kind=kind, actor=actor, from_status=from_status, to_status=to_status,
+        order_id=order_id,
+        at=at,
+        kind=kind,
+        actor=actor,
+        from_status=from_status,
+        to_status=to_status,
         detail=detail or {},
     )
     session.add(ev)
@@ -103,8 +108,14 @@ def transition_order(
         order.closed_at = at
     session.add(order)
     record_order_event(
-        session=session, order_id=order.id, at=at, kind="transition", actor=actor,
-        from_status=current.value, to_status=to.value, detail=detail,
+        session=session,
+        order_id=order.id,
+        at=at,
+        kind="transition",
+        actor=actor,
+        from_status=current.value,
+        to_status=to.value,
+        detail=detail,
     )
     return order
 
@@ -132,7 +143,19 @@ def clear_world(*, session: Session) -> None:
     from tools import models as m
 
     for table in (
-        m.Escalation, m.Notification, m.Compensation, m.OrderEvent, m.OrderLine, m.Order, m.Purchase,
-        m.Stock, m.Sku, m.Rider, m.Customer, m.Store, m.Weather, m.WorldInfo,
+        m.Escalation,
+        m.Notification,
+        m.Compensation,
+        m.OrderEvent,
+        m.OrderLine,
+        m.Order,
+        m.Purchase,
+        m.Stock,
+        m.Sku,
+        m.Rider,
+        m.Customer,
+        m.Store,
+        m.Weather,
+        m.WorldInfo,
     ):
-        session.exec(table.__table__.delete())  # type: ignore[attr-defined,call-overload]
+        session.exec(table.__table__.delete())  # type: ignore[attr-defined,call-overload,union-attr]
