@@ -52,7 +52,7 @@ def drop_db(engine: Engine) -> None:
 def import_all_models() -> None:
     import importlib
 
-    for name in ("tools.models", "guardrails.models", "audit.models", "agent.models"):
+    for name in ("tools.models", "guardrails.models", "audit.models", "agent.models", "agent.api.models"):
         try:
             importlib.import_module(name)
         except ModuleNotFoundError as exc:

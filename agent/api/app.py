@@ -1,0 +1,65 @@
+"""The FastAPI application: ``create_app(settings)`` wires the database, the agent worker and the routes."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
+from sqlalchemy.engine import Engine
+
+from agent.api.limits import BodyLimitMiddleware
+from agent.api.metrics import Metrics
+from agent.api.routes import approvals, audit, chat, events, feed, health, incidents, me, web, world
+from agent.api.worker import IncidentWorker
+from agent.settings import Settings, get_settings
+from tools.clock import Clock
+from tools.db import get_engine, init_db
+
+STATIC_DIR = Path(__file__).resolve().parent.parent / "web" / "static"
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    engine: Engine | None = None,
+    clock: Clock | None = None,
+    runtime: Any | None = None,
+    background: bool = True,
+) -> FastAPI:
+    """Build the service. ``background=False`` keeps the approval-expiry ticker off (tests)."""
+    settings = settings or get_settings()
+    if engine is None:
+        engine = get_engine(settings.database_url)
+    else:
+        init_db(engine)
+    metrics = Metrics()
+    worker = IncidentWorker(engine=engine, settings=settings, metrics=metrics, clock=clock, runtime=runtime)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if background:
+            worker.start()
+        try:
+            yield
+        finally:
+            worker.stop()
+
+    app = FastAPI(
+        title="orderagent",
+        summary="Order-exception agent for on-demand delivery: intake, incidents, approvals, chat, audit.",
+        version="0.1.0",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    app.state.engine = engine
+    app.state.metrics = metrics
+    app.state.worker = worker
+    app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
+    for module in (events, incidents, approvals, chat, feed, audit, world, me, health, web):
+        app.include_router(module.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app

@@ -1,0 +1,118 @@
+"""FastAPI dependencies as Annotated aliases: a route's signature says what it needs and who may call it.
+
+Roles (admin may do everything):
+- integration: post events
+- dispatcher: read incidents, approvals and the world; chat
+- supervisor: read; decide approvals; read the audit trail
+- auditor: read; read and verify the audit trail
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from agent.api.metrics import Metrics
+from agent.api.models import Principal, Role
+from agent.api.service import authenticate_token
+from agent.api.worker import IncidentWorker
+from agent.settings import Settings
+
+_bearer = HTTPBearer(auto_error=False, description="a token from `orderagent token create`")
+
+
+def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_engine_dep(request: Request) -> Engine:
+    return request.app.state.engine
+
+
+def get_session(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:
+    with Session(engine, expire_on_commit=False) as session:
+        yield session
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings_dep)]
+EngineDep = Annotated[Engine, Depends(get_engine_dep)]
+SessionDep = Annotated[Session, Depends(get_session)]
+
+
+def get_principal(
+    session: SessionDep,
+    credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
+) -> Principal:
+    unauthorized = HTTPException(
+        status_code=status.HTTP_401_UNAUTHORIZED,
+        detail="missing or invalid bearer token",
+        headers={"WWW-Authenticate": "Bearer"},
+    )
+    if credentials is None or credentials.scheme.lower() != "bearer":
+        raise unauthorized
+    token = authenticate_token(session=session, secret=credentials.credentials)
+    if token is None or token.id is None:
+        raise unauthorized
+    return Principal(token_id=token.id, name=token.name, role=token.role)
+
+
+CurrentUser = Annotated[Principal, Depends(get_principal)]
+
+
+def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+    allowed = frozenset(roles) | {Role.admin}
+
+    def check(principal: CurrentUser) -> Principal:
+        if principal.role not in allowed:
+            raise HTTPException(
+                status_code=status.HTTP_403_FORBIDDEN,
+                detail=f"role {principal.role.value!r} may not do this; needs one of "
+                + ", ".join(sorted(r.value for r in allowed)),
+            )
+        return principal
+
+    return check
+
+
+READ_ROLES = (Role.dispatcher, Role.supervisor, Role.auditor)
+ROUTE_ROLES: dict[str, tuple[Role, ...]] = {
+    "integration": (Role.integration,),
+    "read": READ_ROLES,
+    "chat": (Role.dispatcher, Role.supervisor),
+    "decide": (Role.supervisor,),
+    "audit": (Role.auditor, Role.supervisor),
+    "admin": (),
+}
+
+IntegrationDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["integration"]))]
+ReaderDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["read"]))]
+DispatcherDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["chat"]))]
+SupervisorDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["decide"]))]
+AuditorDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["audit"]))]
+AdminDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["admin"]))]
+
+
+def get_worker(request: Request) -> IncidentWorker:
+    return request.app.state.worker
+
+
+def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics
+
+
+def get_runtime(request: Request) -> Any:
+    """The AgentRuntime; 503 while the agent package is not installed in this build."""
+    runtime = request.app.state.worker.runtime
+    if runtime is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the agent runtime is not available")
+    return runtime
+
+
+WorkerDep = Annotated[IncidentWorker, Depends(get_worker)]
+MetricsDep = Annotated[Metrics, Depends(get_metrics)]
+RuntimeDep = Annotated[Any, Depends(get_runtime)]

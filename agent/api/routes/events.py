@@ -1,0 +1,50 @@
+"""Intake: order systems post exception events; the agent works on them in the background."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, HTTPException, status
+from pydantic import Field
+
+from agent.api.deps import IntegrationDep, WorkerDep
+from agent.api.models import EventAccepted, EventsAccepted
+from tools.events import ExceptionEvent
+
+router = APIRouter(tags=["events"])
+
+MAX_EVENTS_PER_REQUEST = 1000
+EventBatch = Annotated[list[ExceptionEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]
+
+
+@router.post(
+    "/events",
+    status_code=status.HTTP_202_ACCEPTED,
+    response_model=EventsAccepted,
+    responses={413: {"description": "body too large"}, 503: {"description": "agent runtime unavailable"}},
+)
+def post_events(
+    worker: WorkerDep,
+    _: IntegrationDep,
+    body: Annotated[ExceptionEvent | EventBatch, Body()],
+) -> EventsAccepted:
+    """Accept one exception event or a list. Idempotent by event id: a repeated id has one effect.
+
+    Answers 202 with the incident each event joined; the incident runs on a background worker.
+    """
+    events = body if isinstance(body, list) else [body]
+    if worker.runtime is None:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the agent runtime is not available")
+    results = worker.submit(events)
+    out = [
+        EventAccepted(
+            event_id=r.event_id, incident_id=r.incident_id, duplicate=r.duplicate, new_incident=r.new_incident
+        )
+        for r in results
+    ]
+    return EventsAccepted(
+        accepted=sum(not r.duplicate for r in out),
+        duplicates=sum(r.duplicate for r in out),
+        incident_ids=list(dict.fromkeys(r.incident_id for r in out)),
+        results=out,
+    )

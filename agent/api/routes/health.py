@@ -1,0 +1,94 @@
+"""Liveness, readiness and Prometheus metrics. Unauthenticated: probes and scrapers carry no tokens."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse, PlainTextResponse
+from sqlalchemy import func, text
+from sqlmodel import select
+
+from agent.api.deps import EngineDep, MetricsDep, SessionDep
+from agent.api.models import Health
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/healthz", response_model=Health)
+def healthz() -> Health:
+    """The process is up."""
+    return Health(status="ok")
+
+
+@router.get("/readyz", response_model=Health, responses={503: {"model": Health}})
+def readyz(request: Request, engine: EngineDep) -> Any:
+    """The database and the agent's checkpointer are reachable."""
+    checks: dict[str, str] = {}
+    try:
+        with engine.connect() as conn:
+            conn.execute(text("select 1"))
+        checks["database"] = "ok"
+    except Exception as exc:  # readiness reports the failure instead of raising it
+        checks["database"] = f"error: {type(exc).__name__}"
+    runtime = request.app.state.worker.runtime
+    checkpointer = getattr(runtime, "checkpointer", None)
+    if runtime is None:
+        checks["checkpointer"] = "error: agent runtime not available"
+    elif checkpointer is None:
+        checks["checkpointer"] = "ok (in the runtime)"
+    else:
+        try:
+            checkpointer.get_tuple({"configurable": {"thread_id": "readyz-probe", "checkpoint_ns": ""}})
+            checks["checkpointer"] = "ok"
+        except Exception as exc:
+            checks["checkpointer"] = f"error: {type(exc).__name__}"
+    ok = all(v.startswith("ok") for v in checks.values())
+    body = Health(status="ok" if ok else "unavailable", checks=checks)
+    return JSONResponse(body.model_dump(), status_code=200 if ok else 503)
+
+
+@router.get("/metrics", response_class=PlainTextResponse)
+def metrics(session: SessionDep, registry: MetricsDep) -> PlainTextResponse:
+    """Prometheus text exposition: intake, incidents, approvals, execution and latency."""
+    gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {}
+    try:
+        from agent.models import Incident
+
+        rows = session.exec(select(Incident.status, func.count()).group_by(Incident.status)).all()
+        gauges["orderagent_incidents"] = (
+            "Incidents by status.",
+            [({"status": str(getattr(s, "value", s))}, float(n)) for s, n in rows],
+        )
+    except ModuleNotFoundError:
+        pass
+    try:
+        from guardrails.models import ApprovalRequest
+
+        rows = session.exec(
+            select(ApprovalRequest.status, func.count()).group_by(ApprovalRequest.status)  # type: ignore[attr-defined]
+        ).all()
+        pending = sum(float(n) for s, n in rows if str(getattr(s, "value", s)) == "pending")
+        gauges["orderagent_approvals_pending"] = ("Approval requests waiting for a decision.", [({}, pending)])
+    except ModuleNotFoundError:
+        pass
+    try:
+        from audit.models import DecisionRecord
+
+        rows = session.exec(
+            select(DecisionRecord.stage, func.count())  # type: ignore[attr-defined]
+            .where(DecisionRecord.stage.in_(["execution", "fallback"]))  # type: ignore[attr-defined]
+            .group_by(DecisionRecord.stage)  # type: ignore[attr-defined]
+        ).all()
+        by_stage = {str(getattr(s, "value", s)): float(n) for s, n in rows}
+        gauges["orderagent_steps_executed"] = (
+            "Plan steps executed (audit records of stage execution).",
+            [({}, by_stage.get("execution", 0.0))],
+        )
+        gauges["orderagent_planner_fallbacks"] = (
+            "Times the LLM planner failed and the playbook took over (audit records of stage fallback).",
+            [({}, by_stage.get("fallback", 0.0))],
+        )
+    except ModuleNotFoundError:
+        pass
+    return PlainTextResponse(registry.render(gauges), media_type="text/plain; version=0.0.4; charset=utf-8")

@@ -1,0 +1,82 @@
+"""The one interface every planner implements, and the data it is given.
+
+A planner never touches the database or executes anything: it reads the incident, the
+investigation snapshot and (for the LLM planner) may call READ tools through ``ctx.read_tool``.
+What it returns is a proposal; guardrails assess it and the executor decides what runs.
+
+How confidences are computed (shared by all planners, see ``plan_confidence``):
+- a step's confidence is the planner's estimate that the step achieves its expected effect:
+  reassignment = the share of the step's orders the solver predicts on time after the move;
+  compensation = the compensation model's fit quality for the amount (its R^2 on held-out data, as
+  reported by quote_compensation, else a documented prior); notifications = a fixed prior (0.95:
+  a message is almost always delivered and harmless); inventory moves = priors by tool.
+- a plan's confidence is the MINIMUM over its write steps: the plan is only as trustworthy as its
+  weakest action, and a mean would let many certain notifications hide one doubtful reassignment.
+  An empty plan has confidence 1.0 (nothing can go wrong by doing nothing).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from pydantic import BaseModel
+
+from agent.plan import Plan, PlanStep
+from agent.settings import Settings
+
+# documented priors where no model gives a number
+PRIOR_NOTIFY = 0.95
+PRIOR_ESCALATE = 0.95
+PRIOR_SUBSTITUTE = 0.85
+PRIOR_TRANSFER = 0.8
+PRIOR_EXPEDITE = 0.7
+PRIOR_COMPENSATION = 0.8  # when the quote carries no fit quality
+PRIOR_REFUND = 0.9  # a partial refund of a missing item's price: the amount is the price
+
+
+class IncidentBrief(BaseModel):
+    """What a planner knows about the incident (a plain copy of the row, no database handle)."""
+
+    id: str
+    type: str
+    family: str
+    zone: str = ""
+    order_ids: list[str] = []
+    rider_ids: list[str] = []
+    store_ids: list[str] = []
+    customer_ids: list[str] = []
+    payloads: list[dict[str, Any]] = []
+    opened_at: datetime | None = None
+
+
+ReadTool = Callable[[str, dict[str, Any]], dict[str, Any]]
+
+
+@dataclass
+class PlanContext:
+    now: datetime
+    settings: Settings
+    read_tool: ReadTool  # runs a READ tool; refuses write tools
+    autonomy: str = "auto"
+    tool_names: Mapping[str, bool] = field(default_factory=dict)  # name -> writes
+    # extra outputs a planner gathered (LLM tool calls) to append to the snapshot record
+    gathered: list[dict[str, Any]] = field(default_factory=list)
+
+
+class Planner(Protocol):
+    name: str
+
+    def plan(self, incident: IncidentBrief, snapshot: dict[str, Any], ctx: PlanContext) -> Plan: ...
+
+
+def plan_confidence(steps: list[PlanStep], tool_writes: Mapping[str, bool] | None = None) -> float:
+    """Minimum step confidence over write steps (all steps when write flags are unknown); 1.0 if none."""
+    relevant = [s for s in steps if tool_writes is None or tool_writes.get(s.tool, True)]
+    return round(min((s.confidence for s in relevant), default=1.0), 4)
+
+
+def renumber(steps: list[PlanStep]) -> list[PlanStep]:
+    return [s.model_copy(update={"index": i}) for i, s in enumerate(steps)]

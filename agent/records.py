@@ -1,0 +1,57 @@
+"""The one helper every agent flow calls to write an audit record (audit.service.append_record).
+
+Each record names the incident, the planner and model, the prompt and policy versions, and what the
+stage decided; the audit package chains them by hash.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session
+
+from agent.models import Incident
+from agent.plan import Plan
+
+
+def record(
+    *,
+    session: Session,
+    stage: str,
+    incident: Incident,
+    plan: Plan | None = None,
+    **fields: Any,
+) -> Any:
+    from audit.models import RecordIn
+    from audit.service import append_record
+
+    data: dict[str, Any] = {
+        "stage": stage,
+        "incident_id": incident.id,
+        "thread_id": incident.thread_id,
+        "subjects": {
+            "orders": list(incident.order_ids),
+            "riders": list(incident.rider_ids),
+            "customers": list(incident.customer_ids),
+        },
+    }
+    if plan is not None:
+        data.update(
+            planner=plan.planner,
+            model_provider=plan.model_provider,
+            model_name=plan.model_name,
+            model_version=plan.model_version,
+            prompt_version=plan.prompt_version,
+            confidence=plan.confidence,
+        )
+        if plan.usage:
+            fields.setdefault("attributes", {}).update({f"gen_ai.usage.{k}": v for k, v in plan.usage.items()})
+    data.update({k: v for k, v in fields.items() if v is not None})
+    return append_record(session=session, record=RecordIn(**data))
+
+
+def load_snapshot(*, session: Session, sha: str) -> dict[str, Any] | None:
+    """The investigation snapshot stored under ``sha`` (the graph state keeps only the hash)."""
+    from audit.service import get_snapshot
+
+    return get_snapshot(session=session, sha256=sha)

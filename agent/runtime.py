@@ -1,0 +1,340 @@
+"""AgentRuntime: the one facade the service, the CLI and the evals use to run incidents.
+
+It owns the compiled graph and its checkpointer, ingests events, runs an incident's thread until it
+ends or waits for approval, records supervisors' decisions and resumes the thread once a request is
+resolved, and expires overdue requests (whose safe default then applies: nothing runs).
+
+Runs of one thread are serialised by a per-thread lock within the process; across processes the
+checkpointer, the approval queue's optimistic versions and the executor's idempotency keys keep a
+doubled resume harmless.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from contextlib import ExitStack
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import structlog
+from langgraph.types import Command
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from agent.checkpoint import open_checkpointer
+from agent.context import RunContext
+from agent.execute import AfterCommit, list_executed
+from agent.graph import compile_graph
+from agent.incidents import IngestResult, ingest_events
+from agent.models import Incident, IncidentStatus
+from agent.planners.base import Planner
+from agent.records import record
+from agent.settings import Settings, get_settings
+from tools.base import Tool
+from tools.clock import Clock, SystemClock
+from tools.db import session_scope
+from tools.events import ExceptionEvent
+
+log = structlog.get_logger(__name__)
+
+
+@dataclass
+class IncidentOutcome:
+    incident_id: str
+    status: str
+    plan: dict[str, Any] | None
+    verdicts: dict[str, Any]
+    step_status: dict[str, str]
+    request_id: str | None
+    interrupt: dict[str, Any] | None  # the approval payload when the thread waits for supervisors
+    error: str | None = None
+    elapsed_ms: float = 0.0
+
+    @property
+    def waiting(self) -> bool:
+        return self.interrupt is not None
+
+
+@dataclass
+class DecisionOutcome:
+    request_id: str
+    step_index: int
+    result: Any  # guardrails DecisionResult
+    resumed: bool
+    incident: IncidentOutcome | None = None
+
+
+@dataclass
+class AgentRuntime:
+    engine: Engine
+    settings: Settings = field(default_factory=get_settings)
+    clock: Clock = field(default_factory=SystemClock)
+    planner: Planner | None = None
+    tools: Mapping[str, Tool[Any, Any]] | None = None
+    policy: Any = None
+    after_commit: AfterCommit | None = None
+    on_assessed: Callable[[], None] | None = None
+
+    def __post_init__(self) -> None:
+        if self.planner is None:
+            self.planner = make_planner(self.settings)
+        if self.tools is None:
+            from tools.registry import all_tools
+
+            self.tools = all_tools()
+        self._stack = ExitStack()
+        self.checkpointer = open_checkpointer(self.engine, self._stack)
+        self.graph = compile_graph(self.checkpointer)
+        self._locks: dict[str, threading.Lock] = {}
+        self._locks_guard = threading.Lock()
+
+    def close(self) -> None:
+        self._stack.close()
+
+    def __enter__(self) -> AgentRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- plumbing ---------------------------------------------------------------------------------
+
+    def context(self) -> RunContext:
+        assert self.planner is not None and self.tools is not None
+        return RunContext(
+            engine=self.engine,
+            settings=self.settings,
+            clock=self.clock,
+            planner=self.planner,
+            tools=self.tools,
+            policy=self.policy,
+            after_commit=self.after_commit,
+            on_assessed=self.on_assessed,
+        )
+
+    def _lock(self, thread_id: str) -> threading.Lock:
+        with self._locks_guard:
+            return self._locks.setdefault(thread_id, threading.Lock())
+
+    @staticmethod
+    def config(thread_id: str) -> dict[str, Any]:
+        return {"configurable": {"thread_id": thread_id}}
+
+    def _invoke(self, value: Any, thread_id: str) -> None:
+        from audit.logging import bind_incident
+
+        bind_incident(thread_id, thread_id)
+        self.graph.invoke(value, self.config(thread_id), context=self.context(), durability="sync")
+
+    # --- the facade -------------------------------------------------------------------------------
+
+    def ingest(self, events: Iterable[ExceptionEvent]) -> list[IngestResult]:
+        with session_scope(self.engine) as s:
+            return ingest_events(
+                session=s, events=list(events), now=self.clock.now(), window_s=self.settings.correlation_window_s
+            )
+
+    def run_incident(self, incident_id: str) -> IncidentOutcome:
+        """Run the thread until it ends or waits for approval; a crashed run continues where it stopped."""
+        started = time.perf_counter()
+        with self._lock(incident_id):
+            snap = self.graph.get_state(self.config(incident_id))
+            try:
+                if not snap.values:  # a new thread
+                    self._invoke({"incident_id": incident_id}, incident_id)
+                elif snap.next and not _interrupts(snap):
+                    self._invoke(None, incident_id)  # resume a run that stopped between nodes
+            except Exception as exc:  # recorded and surfaced, never swallowed silently
+                self._fail(incident_id, exc)
+                out = self.outcome(incident_id)
+                out.error = f"{type(exc).__name__}: {exc}"
+                return out
+        out = self.outcome(incident_id)
+        out.elapsed_ms = (time.perf_counter() - started) * 1000
+        return out
+
+    def decide(
+        self,
+        *,
+        request_id: str,
+        step_index: int,
+        decision: str,
+        actor_id: str,
+        actor_role: str,
+        edited_args: dict[str, Any] | None = None,
+        reason: str = "",
+    ) -> DecisionOutcome:
+        """Record one supervisor's decision (atomic, in guardrails) and resume once all are in."""
+        from guardrails.service import decide_step, get_request
+
+        with session_scope(self.engine) as s:
+            result = decide_step(
+                session=s,
+                request_id=request_id,
+                step_index=step_index,
+                decision=decision,  # type: ignore[arg-type]
+                actor_id=actor_id,
+                actor_role=actor_role,
+                now=self.clock.now(),
+                edited_args=edited_args,
+                reason=reason,
+            )
+            req = get_request(session=s, request_id=request_id)
+            inc = s.get(Incident, req.incident_id)
+            if inc is not None:
+                record(
+                    session=s,
+                    stage="decision",
+                    incident=inc,
+                    approver_id=actor_id,
+                    approver_role=actor_role,
+                    reason=reason,
+                    result=result.model_dump(mode="json"),
+                    steps=[{"index": step_index, "decision": decision, "edited_args": edited_args}],
+                )
+            thread_id = req.thread_id or req.incident_id
+        resumed = False
+        incident_out = None
+        if result.request_resolved:
+            resumed = self.resume(thread_id)
+            incident_out = self.outcome(thread_id)
+        return DecisionOutcome(request_id, step_index, result, resumed, incident_out)
+
+    def resume(self, thread_id: str) -> bool:
+        """Resume a thread waiting in ``approve``; False when it is not waiting (already resumed)."""
+        with self._lock(thread_id):
+            snap = self.graph.get_state(self.config(thread_id))
+            if not _interrupts(snap):
+                return False
+            try:
+                # the value is informational only: the execute node reads decisions from the database
+                self._invoke(Command(resume={"resumed_at": self.clock.now().isoformat()}), thread_id)
+            except Exception as exc:
+                self._fail(thread_id, exc)
+            return True
+
+    def expire_due(self) -> list[str]:
+        """Expire overdue requests (their safe default applies) and resume their threads."""
+        from guardrails.service import expire_due
+
+        with session_scope(self.engine) as s:
+            expired = expire_due(session=s, now=self.clock.now())
+            threads = []
+            for req in expired:
+                inc = s.get(Incident, req.incident_id)
+                if inc is not None:
+                    record(
+                        session=s,
+                        stage="expiry",
+                        incident=inc,
+                        result={"request_id": req.id, "expires_at": str(req.expires_at)},
+                    )
+                threads.append((req.id, req.thread_id or req.incident_id))
+        for _, thread_id in threads:
+            self.resume(thread_id)
+        return [rid for rid, _ in threads]
+
+    def outcome(self, incident_id: str) -> IncidentOutcome:
+        snap = self.graph.get_state(self.config(incident_id))
+        with Session(self.engine) as s:
+            inc = s.get(Incident, incident_id)
+            if inc is None:
+                raise LookupError(f"incident {incident_id} does not exist")
+            pending = _interrupts(snap)
+            status = IncidentStatus.awaiting_approval.value if pending else str(inc.status)
+            if pending and inc.status != IncidentStatus.awaiting_approval:
+                with session_scope(self.engine) as w:
+                    row = w.get(Incident, incident_id)
+                    assert row is not None
+                    row.status = IncidentStatus.awaiting_approval
+                    w.add(row)
+            return IncidentOutcome(
+                incident_id=inc.id,
+                status=status,
+                plan=inc.plan,
+                verdicts=dict(inc.verdicts),
+                step_status=dict(inc.step_status),
+                request_id=inc.request_id,
+                interrupt=pending[0] if pending else None,
+                error=snap.values.get("error") if snap.values else None,
+            )
+
+    def incident_view(self, incident_id: str) -> dict[str, Any]:
+        """Everything the service shows about an incident: row, plan, verdicts, statuses, executions."""
+        out = self.outcome(incident_id)
+        with Session(self.engine) as s:
+            inc = s.get(Incident, incident_id)
+            assert inc is not None
+            executed = list_executed(session=s, incident_id=incident_id)
+            return {
+                "id": inc.id,
+                "type": inc.type,
+                "family": inc.family,
+                "zone": inc.zone,
+                "status": out.status,
+                "opened_at": _iso(inc.opened_at),
+                "updated_at": _iso(inc.updated_at),
+                "event_ids": list(inc.event_ids),
+                "order_ids": list(inc.order_ids),
+                "planner": inc.planner,
+                "autonomy": inc.autonomy,
+                "summary": inc.summary,
+                "plan": inc.plan,
+                "verdicts": inc.verdicts,
+                "step_status": inc.step_status,
+                "request_id": inc.request_id,
+                "waiting_for_approval": out.interrupt,
+                "executed": [
+                    {
+                        "step_index": e.step_index,
+                        "tool": e.tool,
+                        "status": str(e.status),
+                        "error": e.error,
+                        "approved_by": e.approved_by,
+                        "result": e.result,
+                    }
+                    for e in executed
+                ],
+            }
+
+    def _fail(self, incident_id: str, exc: Exception) -> None:
+        log.exception("incident_failed", incident_id=incident_id)
+        with session_scope(self.engine) as s:
+            inc = s.get(Incident, incident_id)
+            if inc is None:
+                return
+            inc.status = IncidentStatus.failed
+            inc.updated_at = self.clock.now()
+            s.add(inc)
+            record(session=s, stage="error", incident=inc, reason=f"{type(exc).__name__}: {exc}")
+
+
+def _interrupts(snap: Any) -> list[dict[str, Any]]:
+    return [i.value for task in (snap.tasks or ()) for i in (task.interrupts or ())]
+
+
+def _iso(dt: datetime | None) -> str | None:
+    return dt.isoformat() if dt else None
+
+
+def make_planner(settings: Settings, name: str | None = None) -> Planner:
+    """The planner named in settings (or ``name``): playbook, llm, greedy, noop."""
+    name = name or settings.planner
+    if name == "llm":
+        from agent.planners.llm import LlmPlanner
+
+        return LlmPlanner(settings=settings)
+    if name == "greedy":
+        from agent.planners.greedy import GreedyPlanner
+
+        return GreedyPlanner()
+    if name == "noop":
+        from agent.planners.noop import NoopPlanner
+
+        return NoopPlanner()
+    from agent.planners.playbook import PlaybookPlanner
+
+    return PlaybookPlanner()

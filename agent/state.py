@@ -1,0 +1,50 @@
+"""The incident graph's state: small (ids, the plan, verdicts, statuses), never the whole snapshot.
+
+Every value is plain JSON (dicts, lists, strings) so the checkpointers serialise it without custom
+types, and a checkpoint is a few kilobytes even for the storm's plan. The snapshot itself lives in
+the audit store, addressed by ``snapshot_sha``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+
+def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> dict[str, Any]:
+    """Reducer: a node returns only the keys it changed (e.g. the statuses of the steps it ran)."""
+    return {**(left or {}), **(right or {})}
+
+
+class IncidentState(TypedDict, total=False):
+    incident_id: str
+    """The incident this thread handles; also the LangGraph thread id."""
+
+    autonomy: str
+    """shadow | assist | auto, fixed at intake from settings for the incident's exception type."""
+
+    snapshot_sha: str
+    """sha256 of the investigation snapshot stored by audit.service.store_snapshot."""
+
+    plan: dict[str, Any]
+    """The proposed Plan (agent.plan.Plan, dumped to JSON)."""
+
+    verdicts: dict[str, Any]
+    """Step index (as a string) -> guardrails Verdict (dumped), as assessed before any execution."""
+
+    request_id: str | None
+    """The approval request grouping this plan's needs-approval steps; None when none are needed."""
+
+    approval_resolved: bool
+    """Set by ``approve`` after a resume: True once every step of the request is decided or expired."""
+
+    step_status: Annotated[dict[str, str], merge_dicts]
+    """Step index (as a string) -> agent.plan.StepStatus value; nodes add the steps they touched."""
+
+    results: Annotated[dict[str, Any], merge_dicts]
+    """Step index (as a string) -> a short outcome (ok flag, error code, ids created), not full output."""
+
+    halted: bool
+    """An earlier step failed with continue_on_failure=False: no later step runs."""
+
+    error: str | None
+    """An unexpected failure that sent the incident to ``failed`` (recorded in the audit as well)."""

@@ -1,0 +1,207 @@
+"""Write and read decision records. ``append_record`` is the one helper every flow calls.
+
+Appends are serialised so that seq and prev_hash never fork: on PostgreSQL by a transaction-scoped
+advisory lock, on SQLite by taking the database write lock (a write to the chain head) before reading
+the tail. The unique seq constraint backs both up. Functions do not commit: the caller does.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import text
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlmodel import Session, col, select
+
+from audit.chain import GENESIS, record_hash
+from audit.models import (
+    JSON_FIELDS,
+    SCALAR_FIELDS,
+    SCHEMA_VERSION,
+    ChainHead,
+    DecisionRecord,
+    RecordIn,
+    RecordSubject,
+    Snapshot,
+    json_text,
+)
+from tools.models import aware
+
+# pg_advisory_xact_lock key: "audit" as an int, shared by every process appending to this database
+AUDIT_LOCK_KEY = 0x61756469
+
+
+def _insert(session: Session, table: Any) -> Any:
+    return (pg_insert if session.get_bind().dialect.name == "postgresql" else sqlite_insert)(table)
+
+
+def store_snapshot(*, session: Session, content: dict[str, Any], now: datetime | None = None) -> str:
+    """Store the content once under its sha256 and return the hash."""
+    body = json_text(content)
+    digest = hashlib.sha256(body.encode()).hexdigest()
+    stmt = (
+        _insert(session, Snapshot.__table__)  # type: ignore[attr-defined]
+        .values(sha256=digest, content=content, created_at=aware(now or datetime.now(UTC)).astimezone(UTC))
+        .on_conflict_do_nothing(index_elements=["sha256"])
+    )
+    session.execute(stmt)
+    return digest
+
+
+def get_snapshot(*, session: Session, sha256: str) -> dict[str, Any] | None:
+    snap = session.get(Snapshot, sha256)
+    return None if snap is None else snap.content
+
+
+def _lock_chain(session: Session) -> None:
+    if session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+    # on SQLite this first write takes the database write lock for the rest of the transaction
+    session.execute(
+        _insert(session, ChainHead.__table__)  # type: ignore[attr-defined]
+        .values(id=1, seq=0, record_hash=GENESIS)
+        .on_conflict_do_nothing(index_elements=["id"])
+    )
+
+
+def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
+    """Append one record to the chain (seq = last + 1, prev_hash = last record_hash)."""
+    _lock_chain(session)
+    tail = session.execute(text("SELECT seq, record_hash FROM decisionrecord ORDER BY seq DESC LIMIT 1")).first()
+    seq, prev = (int(tail[0]) + 1, str(tail[1])) if tail else (1, GENESIS)
+    # microseconds are the stored precision on both backends
+    recorded_at = aware(record.recorded_at or datetime.now(UTC)).astimezone(UTC)
+    snapshot_sha = (
+        store_snapshot(session=session, content=record.snapshot, now=recorded_at)
+        if record.snapshot is not None
+        else None
+    )
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "schema_version": SCHEMA_VERSION,
+        "seq": seq,
+        "recorded_at": recorded_at,
+        "stage": record.stage,
+        "incident_id": record.incident_id,
+        "thread_id": record.thread_id,
+        "snapshot_sha256": snapshot_sha,
+        "planner": record.planner,
+        "model_provider": record.model_provider,
+        "model_name": record.model_name,
+        "model_version": record.model_version,
+        "prompt_version": record.prompt_version,
+        "policy_version": record.policy_version,
+        "confidence": None if record.confidence is None else float(record.confidence),
+        "approver_id": record.approver_id,
+        "approver_role": record.approver_role,
+        "reason": record.reason,
+        "prev_hash": prev,
+    }
+    json_values: dict[str, Any] = {
+        "subjects": record.subjects.model_dump(),
+        "steps": record.steps,
+        "verdicts": record.verdicts,
+        "result": record.result,
+        "explanation": record.explanation,
+        "attributes": record.attributes,
+    }
+    digest = record_hash({**values, **{k: json_text(json_values[k]) for k in JSON_FIELDS}})
+    row = DecisionRecord(**values, **json_values, record_hash=digest)
+    session.add(row)
+    for kind, ids in (
+        ("order", record.subjects.orders),
+        ("rider", record.subjects.riders),
+        ("customer", record.subjects.customers),
+    ):
+        for sid in dict.fromkeys(ids):
+            session.add(RecordSubject(seq=seq, kind=kind, subject_id=sid))
+    session.flush()
+    session.execute(
+        ChainHead.__table__.update()  # type: ignore[attr-defined]
+        .where(ChainHead.__table__.c.id == 1)  # type: ignore[attr-defined]
+        .values(seq=seq, record_hash=digest)
+    )
+    return row
+
+
+def list_records(
+    *,
+    session: Session,
+    incident_id: str | None = None,
+    order_id: str | None = None,
+    actor: str | None = None,
+    since: datetime | None = None,
+    until: datetime | None = None,
+    stage: str | None = None,
+    limit: int = 1000,
+    offset: int = 0,
+) -> list[DecisionRecord]:
+    """Records in chain order, filtered by incident, order touched, approver and time window."""
+    stmt = select(DecisionRecord)
+    if incident_id is not None:
+        stmt = stmt.where(DecisionRecord.incident_id == incident_id)
+    if order_id is not None:
+        seqs = select(RecordSubject.seq).where(RecordSubject.kind == "order", RecordSubject.subject_id == order_id)
+        stmt = stmt.where(col(DecisionRecord.seq).in_(seqs))
+    if actor is not None:
+        stmt = stmt.where(DecisionRecord.approver_id == actor)
+    if since is not None:
+        stmt = stmt.where(col(DecisionRecord.recorded_at) >= aware(since).astimezone(UTC))
+    if until is not None:
+        stmt = stmt.where(col(DecisionRecord.recorded_at) < aware(until).astimezone(UTC))
+    if stage is not None:
+        stmt = stmt.where(DecisionRecord.stage == stage)
+    stmt = stmt.order_by(col(DecisionRecord.seq)).offset(offset).limit(limit)
+    return list(session.exec(stmt))
+
+
+def synthetic_rows(n: int, *, start: datetime | None = None) -> tuple[list[tuple[Any, ...]], str]:
+    """``n`` chained records as raw rows in ``SYNTHETIC_INSERT`` column order, with JSON as canonical
+    text and times in SQLite's stored form (for the verification benchmark); returns (rows, head)."""
+    base = start or datetime(2026, 1, 1, tzinfo=UTC)
+    prev = GENESIS
+    rows: list[tuple[Any, ...]] = []
+    stages = ("proposal", "verdict", "decision", "execution")
+    for i in range(1, n + 1):
+        at = base + timedelta(milliseconds=i)
+        values: dict[str, Any] = {
+            "id": f"00000000-0000-4000-8000-{i:012d}",
+            "schema_version": SCHEMA_VERSION,
+            "seq": i,
+            "recorded_at": at,
+            "stage": stages[i % 4],
+            "incident_id": f"inc-{i // 20}",
+            "thread_id": f"thr-{i // 20}",
+            "snapshot_sha256": None,
+            "planner": "playbook",
+            "model_provider": "orderagent",
+            "model_name": "playbook",
+            "model_version": "1",
+            "prompt_version": None,
+            "policy_version": "2026.11.1",
+            "confidence": 0.9,
+            "approver_id": "sup-1" if i % 4 == 2 else None,
+            "approver_role": "supervisor" if i % 4 == 2 else None,
+            "reason": None,
+            "prev_hash": prev,
+            "subjects": json_text({"orders": [f"o{i % 997}"], "riders": [f"r{i % 101}"], "customers": []}),
+            "steps": json_text([{"index": 0, "tool": "issue_compensation", "args": {"order_id": f"o{i % 997}"}}]),
+            "verdicts": json_text({"0": {"decision": "allow"}}),
+            "result": json_text({"ok": True}),
+            "explanation": json_text(None),
+            "attributes": json_text({"gen_ai.operation.name": "plan", "gen_ai.request.model": "playbook"}),
+        }
+        prev = record_hash(values)
+        values["recorded_at"] = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        rows.append((*(values[c] for c in SYNTHETIC_COLUMNS[:-1]), prev))
+    return rows, prev
+
+
+SYNTHETIC_COLUMNS: tuple[str, ...] = (*SCALAR_FIELDS, *JSON_FIELDS, "record_hash")
+SYNTHETIC_INSERT = (
+    f"INSERT INTO decisionrecord ({', '.join(SYNTHETIC_COLUMNS)}) VALUES ({', '.join('?' for _ in SYNTHETIC_COLUMNS)})"
+)

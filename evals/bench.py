@@ -1,0 +1,307 @@
+"""`orderagent bench`: the speed of the whole loop on this machine, medians over repeated runs.
+
+- storm end to end: the reference storm's events accepted -> plan persisted, approvals queued, audit
+  written (playbook planner, models warm; each repetition on a fresh copy of the same world);
+- event intake over HTTP on loopback with the service running in its own process (bounded count/time);
+- approval decision -> step executed (a refund waiting for a supervisor);
+- audit chain verification throughput;
+- peak memory (RSS) of a service process with the `large` preset loaded.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+from sqlmodel import Session
+
+from agent.settings import get_settings
+from evals.metrics import percentile
+from tools.clock import FakeClock
+from tools.db import init_db, make_engine
+from tools.service import world_now
+
+
+def _fresh_copy(template: Path, directory: Path, i: int) -> str:
+    target = directory / f"run-{i}.db"
+    shutil.copyfile(template, target)
+    return f"sqlite:///{target}"
+
+
+def bench_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
+    from agent.runtime import AgentRuntime, make_planner
+    from tools.world.generate import generate_world
+
+    settings = get_settings()
+    with tempfile.TemporaryDirectory() as tmp:
+        template = Path(tmp) / "template.db"
+        engine = make_engine(f"sqlite:///{template}")
+        init_db(engine)
+        with Session(engine, expire_on_commit=False) as s:
+            events = list(generate_world(session=s, preset="storm", seed=seed).events)
+            s.commit()
+            start = world_now(session=s)
+        engine.dispose()
+        times = []
+        for i in range(repeats + 2):  # the first two warm the models and caches
+            url = _fresh_copy(template, Path(tmp), i)
+            eng = make_engine(url)
+            run_settings = settings.model_copy(update={"database_url": url, "planner": "playbook"})
+            rt = AgentRuntime(
+                engine=eng,
+                settings=run_settings,
+                clock=FakeClock(start),
+                planner=make_planner(run_settings, "playbook"),
+            )
+            t0 = time.perf_counter()
+            ids = sorted({r.incident_id for r in rt.ingest(events)})
+            for iid in ids:
+                rt.run_incident(iid)
+            elapsed = (time.perf_counter() - t0) * 1000
+            rt.close()
+            eng.dispose()
+            if i >= 2:
+                times.append(elapsed)
+            os.unlink(Path(tmp) / f"run-{i}.db")
+    return {
+        "storm_e2e_median_ms": statistics.median(times),
+        "storm_e2e_p95_ms": percentile(times, 95),
+        "storm_e2e_runs": len(times),
+    }
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def bench_intake(*, events: int = 3000, seconds: float = 30.0, clients: int = 4) -> dict[str, Any]:
+    """POST /events one event per request from a few keep-alive clients to a service in its own process."""
+    from agent.api.service import create_token
+    from tools.world.generate import generate_world
+
+    with tempfile.TemporaryDirectory() as tmp:
+        url = f"sqlite:///{Path(tmp) / 'intake.db'}"
+        engine = make_engine(url)
+        init_db(engine)
+        with Session(engine, expire_on_commit=False) as s:
+            generate_world(session=s, preset="small", seed=1)
+            _, token = create_token(session=s, name="bench", role="integration")
+            s.commit()
+            now = world_now(session=s)
+        engine.dispose()
+        port = _free_port()
+        env = {**os.environ, "DATABASE_URL": url, "ORDERAGENT_LOG_LEVEL": "WARNING"}
+        server = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "uvicorn",
+                "agent.api.app:create_app",
+                "--factory",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(port),
+                "--log-level",
+                "warning",
+                "--no-access-log",
+            ],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                try:
+                    if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
+                        break
+                except httpx.HTTPError:
+                    time.sleep(0.2)
+            else:
+                raise RuntimeError("the service did not come up for the intake benchmark")
+            sent = [0] * clients
+            errors = [0] * clients
+            stop_at = time.monotonic() + seconds
+
+            def client(k: int) -> None:
+                with httpx.Client(base_url=base, headers={"Authorization": f"Bearer {token}"}, timeout=10) as c:
+                    for i in range(k, events, clients):
+                        if time.monotonic() > stop_at:
+                            return
+                        body = {
+                            "id": f"bench-{i}",
+                            "type": "order_late_risk",
+                            "occurred_at": now.isoformat(),
+                            "zone": "bench",
+                            "source": "bench",
+                            "payload": {"n": i},
+                        }
+                        r = c.post("/events", json=body)
+                        if r.status_code == 202:
+                            sent[k] += 1
+                        else:
+                            errors[k] += 1
+
+            t0 = time.perf_counter()
+            threads = [threading.Thread(target=client, args=(k,)) for k in range(clients)]
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            elapsed = time.perf_counter() - t0
+        finally:
+            server.terminate()
+            server.wait(timeout=10)
+    return {
+        "intake_events_per_s": sum(sent) / elapsed,
+        "intake_events": sum(sent),
+        "intake_errors": sum(errors),
+        "intake_clients": clients,
+    }
+
+
+def bench_approval(*, repeats: int = 10) -> dict[str, Any]:
+    """Time runtime.decide(approve) of a waiting refund until the refund has executed."""
+    from agent.models import ExecutedStep
+    from agent.runtime import AgentRuntime, make_planner
+    from evals.case import CASES_DIR, load_case
+    from evals.scenario import build_world, case_events, resolve_bindings
+    from guardrails.models import ApprovalStep
+
+    case = load_case(CASES_DIR / "stockout-refund.json")
+    settings = get_settings()
+    times = []
+    for i in range(repeats + 1):
+        with tempfile.TemporaryDirectory() as tmp:
+            url = f"sqlite:///{Path(tmp) / 'appr.db'}"
+            eng = make_engine(url)
+            init_db(eng)
+            with Session(eng, expire_on_commit=False) as s:
+                preset = build_world(session=s, case=case, data_dir=Path(settings.data_dir))
+                bound = resolve_bindings(session=s, bind=case.bind)
+                events = case_events(session=s, case=case, bound=bound, preset_events=preset, trial=i)
+                start = world_now(session=s)
+            run_settings = settings.model_copy(update={"database_url": url})
+            rt = AgentRuntime(
+                engine=eng,
+                settings=run_settings,
+                clock=FakeClock(start),
+                planner=make_planner(run_settings, "playbook"),
+            )
+            iid = rt.ingest(events)[0].incident_id
+            out = rt.run_incident(iid)
+            if out.request_id is None:
+                raise RuntimeError("the refund case did not queue an approval")
+            with Session(eng) as s:
+                from sqlmodel import select
+
+                pending = [
+                    a
+                    for a in s.exec(select(ApprovalStep).where(ApprovalStep.request_id == out.request_id))
+                    if str(a.status) == "pending"
+                ]
+            t0 = time.perf_counter()
+            for a in pending:
+                rt.decide(
+                    request_id=out.request_id,
+                    step_index=a.step_index,
+                    decision="approve",
+                    actor_id="bench-sup-1",
+                    actor_role="supervisor",
+                )
+                if a.approvals_required >= 2:
+                    rt.decide(
+                        request_id=out.request_id,
+                        step_index=a.step_index,
+                        decision="approve",
+                        actor_id="bench-sup-2",
+                        actor_role="supervisor",
+                    )
+            elapsed = (time.perf_counter() - t0) * 1000
+            with Session(eng) as s:
+                from sqlmodel import select
+
+                ran = s.exec(select(ExecutedStep).where(ExecutedStep.incident_id == iid)).all()
+            rt.close()
+            eng.dispose()
+            if not ran:
+                raise RuntimeError("approved step did not execute")
+            if i >= 1:
+                times.append(elapsed)
+    return {
+        "approval_to_execution_median_ms": statistics.median(times),
+        "approval_to_execution_p95_ms": percentile(times, 95),
+    }
+
+
+def bench_audit(n: int = 200_000) -> dict[str, Any]:
+    from audit.chain import bench_verify
+
+    out = bench_verify(n)
+    return {"audit_verify_records_per_s": out["records_per_s"], "audit_verify_records": n}
+
+
+_RSS_SCRIPT = """
+import resource, sys, tempfile
+from pathlib import Path
+from sqlmodel import Session
+from tools.db import make_engine, init_db
+from tools.world.generate import generate_world
+tmp = tempfile.mkdtemp()
+url = f"sqlite:///{Path(tmp) / 'large.db'}"
+eng = make_engine(url); init_db(eng)
+with Session(eng) as s:
+    counts = generate_world(session=s, preset="large", seed=7).counts
+    s.commit()
+from agent.api.app import create_app
+from agent.settings import Settings
+app = create_app(Settings(database_url=url), engine=eng, background=False)
+from fastapi.testclient import TestClient
+with TestClient(app) as c:
+    c.get("/healthz")
+print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, counts.get("orders"), counts.get("riders"))
+"""
+
+
+def bench_memory() -> dict[str, Any]:
+    out = subprocess.run([sys.executable, "-c", _RSS_SCRIPT], capture_output=True, text=True, timeout=600)
+    if out.returncode != 0:
+        raise RuntimeError(out.stderr[-2000:])
+    rss, orders, riders = out.stdout.split()[-3:]
+    return {"peak_rss_mb": float(rss), "large_orders": int(orders), "large_riders": int(riders)}
+
+
+def run(args: Any) -> int:
+    """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
+    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    for name, fn in (
+        ("storm", bench_storm),
+        ("approval", bench_approval),
+        ("audit", bench_audit),
+        ("intake", bench_intake),
+        ("memory", bench_memory),
+    ):
+        sys.stderr.write(f"bench: {name} ...\n")
+        result.update(fn())
+    text = json.dumps(result, indent=2)
+    target = getattr(args, "json", None)
+    if target and target != "-":
+        Path(target).parent.mkdir(parents=True, exist_ok=True)
+        Path(target).write_text(text + "\n")
+    sys.stdout.write(text + "\n")
+    return 0

@@ -1,0 +1,118 @@
+"""A recorded incident becomes a regression case: ``orderagent eval export --incident ID``.
+
+The case rebuilds the incident's world from its source (the preset and seed, or the MDRP day and the
+minute the incident opened), replays the events exactly as they were received, answers approvals as
+the supervisors did, and expects what happened then: the steps that executed must execute again,
+the steps supervisors rejected or let expire must not, the steps that went to approval must again,
+and no order may be paid more than it was.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from sqlmodel import Session, col, select
+
+from evals.case import IncidentCase
+from tools.db import get_engine
+from tools.service import get_world
+
+KEY_ARGS = ("order_id", "kind", "rider_id", "store_id", "sku_id")
+
+
+def _key_args(args: dict[str, Any]) -> dict[str, Any]:
+    return {k: args[k] for k in KEY_ARGS if k in args and isinstance(args[k], str | int)}
+
+
+def export_incident(*, incident_id: str, database_url: str | None = None) -> dict[str, Any]:
+    from agent.models import ExecutedStep, ExecutionStatus, Incident, IncidentEvent
+    from guardrails.models import ApprovalRequest, ApprovalStep
+    from tools.models import Compensation, Rider, RiderStatus
+
+    engine = get_engine(database_url)
+    with Session(engine) as s:
+        inc = s.get(Incident, incident_id)
+        if inc is None:
+            raise LookupError(f"no incident {incident_id!r}")
+        world = get_world(session=s)
+        kind, _, name = world.source.partition(":")
+        if kind == "preset":
+            world_spec: dict[str, Any] = {"preset": name, "seed": world.seed}
+        elif kind == "mdrp":
+            world_spec = {"mdrp": name, "seed": world.seed, "minute": int(world.minute(inc.opened_at))}
+        else:
+            raise ValueError(f"cannot rebuild a world from source {world.source!r}")
+        events = [
+            {"event": ev.event}
+            for ev in s.exec(
+                select(IncidentEvent)
+                .where(IncidentEvent.incident_id == inc.id)
+                .order_by(col(IncidentEvent.received_at))
+            )
+            if ev.event
+        ]
+        setup = [
+            {"op": "set", "entity": "rider", "id": r.id, "fields": {"status": "offline"}}
+            for r in s.exec(select(Rider).where(col(Rider.id).in_(inc.rider_ids or [""])))
+            if r.status == RiderStatus.offline
+        ]
+        plan_steps = {int(st["index"]): st for st in (inc.plan or {}).get("steps", [])}
+        executed = {
+            e.step_index
+            for e in s.exec(select(ExecutedStep).where(ExecutedStep.incident_id == inc.id))
+            if e.status == ExecutionStatus.succeeded
+        }
+        rules, must_approve, must_not = [], [], []
+        for req in s.exec(select(ApprovalRequest).where(ApprovalRequest.incident_id == inc.id)):
+            for st in s.exec(select(ApprovalStep).where(ApprovalStep.request_id == req.id)):
+                match = {"tool": st.tool, "args": _key_args(st.original_args or st.args)}
+                status = str(st.status)
+                action = {"approved": "edit" if st.edited else "approve", "rejected": "reject"}.get(status, "expire")
+                rule: dict[str, Any] = {"match": match, "action": action, "reason": "as recorded"}
+                if action == "edit":
+                    rule["args"] = dict(st.args)
+                rules.append(rule)
+                must_approve.append({"tool": st.tool, "args": match["args"]})
+                if action in ("reject", "expire"):
+                    must_not.append({"tool": st.tool, "args": match["args"]})
+        must_execute = [
+            {"tool": plan_steps[i]["tool"], "args": _key_args(plan_steps[i]["args"])}
+            for i in sorted(executed)
+            if i in plan_steps
+        ]
+        paid = [
+            c.amount_cents
+            for c in s.exec(select(Compensation).where(col(Compensation.order_id).in_(inc.order_ids or [""])))
+        ]
+    case = {
+        "schema_version": 1,
+        "id": f"exported-{incident_id.lower()}"[:80],
+        "title": f"Regression: incident {incident_id} ({inc.type}) as handled on {inc.opened_at:%Y-%m-%d}",
+        "suites": ["exported"],
+        "tags": ["exported", inc.type],
+        "policy_tier": 0,
+        "world": world_spec,
+        "setup": setup,
+        "events": events,
+        "autonomy": inc.autonomy or "auto",
+        "approver": {"default": "approve", "rules": rules},
+        "expect": {
+            "must_execute": _dedupe(must_execute),
+            "must_not_execute": _dedupe(must_not),
+            "must_request_approval": _dedupe(must_approve),
+            "compensation": {"max_per_order_cents": max(paid)} if paid else None,
+            "incidents": 1,
+        },
+    }
+    IncidentCase.model_validate(case)  # the export is a valid case or an error here, not at replay
+    return case
+
+
+def _dedupe(patterns: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    seen, out = set(), []
+    for p in patterns:
+        key = repr(sorted(p.items()))
+        if key not in seen:
+            seen.add(key)
+            out.append(p)
+    return out

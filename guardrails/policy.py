@@ -1,0 +1,362 @@
+"""The risk policy: which proposed steps run on their own, which wait for a supervisor, which never run.
+
+``assess`` is pure: it reads the step, the facts in ``AssessContext`` and the versioned thresholds in
+policy.json, and nothing else (no database, no clock, no customer text). Every reason names the rule
+that fired and its approval tier, and every verdict names the policy version it was decided under.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from agent.plan import PlanStep
+from guardrails.context import AssessContext, OrderFacts
+from guardrails.verdict import Decision, Reason, Verdict
+from tools.state_machine import TERMINAL, OrderStatus, can_transition
+
+Risk = Literal["read", "notify", "dispatch", "inventory", "money", "cancel", "escalate"]
+WRITE_RISKS: frozenset[str] = frozenset({"notify", "dispatch", "inventory", "money", "cancel", "escalate"})
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class CompensationRules(Strict):
+    auto_limit_cents_per_order: int = Field(ge=0)
+    incident_budget_cents: int = Field(ge=0)
+    tier2_above_cents_per_order: int = Field(ge=0)
+    refunds_need_approval: bool = True
+
+
+class CancellationRules(Strict):
+    always_needs_approval: bool = True
+    tier2_above_orders: int = Field(ge=0)
+
+
+class ScopeRules(Strict):
+    max_orders_per_action: int = Field(ge=1)
+
+
+class HighValueRules(Strict):
+    tiers: list[str]
+    value_12m_above_cents: int = Field(ge=0)
+    sensitive_risks: list[Risk]
+
+
+class ToolRule(Strict):
+    risk: Risk
+    requires_active_order: bool = False
+    target_status: OrderStatus | None = None  # the status the tool moves its orders to
+    on_expiry: str = "skipped"  # the safe default when the approval window closes
+    escalate_on_expiry: bool = False
+
+
+class Policy(Strict):
+    version: str = Field(min_length=1)
+    description: str = ""
+    currency: str = "USD"
+    compensation: CompensationRules
+    cancellation: CancellationRules
+    scope: ScopeRules
+    high_value_customer: HighValueRules
+    confidence_threshold: float = Field(ge=0.0, le=1.0)
+    escalation_allowed: bool = True
+    default_approval_ttl_s: int = Field(default=900, ge=1)
+    tools: dict[str, ToolRule]
+
+    def tool_rule(self, name: str) -> ToolRule | None:
+        return self.tools.get(name)
+
+
+def load_policy(path: Path | str | None = None) -> Policy:
+    """Read and validate policy.json (default: settings.policy_file); invalid data raises."""
+    if path is None:
+        from agent.settings import get_settings
+
+        path = get_settings().policy_file
+    return _load(str(Path(path).resolve()))
+
+
+@lru_cache(maxsize=8)
+def _load(path: str) -> Policy:
+    return Policy.model_validate_json(Path(path).read_bytes())
+
+
+def policy_version(policy: Policy | None = None) -> str:
+    return (policy or load_policy()).version
+
+
+# --- what a step touches ---------------------------------------------------------------------------
+
+
+class MoneyItem(BaseModel):
+    order_id: str | None
+    amount_cents: int
+    kind: str
+
+
+class StepSubjects(BaseModel):
+    """The orders, riders and amounts a step's arguments name, whatever the tool's argument shape."""
+
+    order_ids: list[str] = []
+    rider_ids: list[str] = []
+    customer_ids: list[str] = []
+    assignments: list[tuple[str, str]] = []  # (order_id, rider_id)
+    money: list[MoneyItem] = []
+
+
+def _dicts(value: Any) -> Iterator[dict[str, Any]]:
+    if isinstance(value, dict):
+        yield value
+        for v in value.values():
+            yield from _dicts(v)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            yield from _dicts(v)
+
+
+def _add(seen: list[str], value: Any) -> None:
+    values = value if isinstance(value, list | tuple) else [value]
+    for v in values:
+        if isinstance(v, str) and v and v not in seen:
+            seen.append(v)
+
+
+def step_subjects(args: dict[str, Any]) -> StepSubjects:
+    """Walk the arguments: ``order_id(s)``, ``rider_id(s)``, ``customer_id(s)`` at any depth; a dict
+    holding both an order and a rider is an assignment; a dict with ``amount_cents`` is money."""
+    out = StepSubjects()
+    for d in _dicts(args):
+        _add(out.order_ids, d.get("order_id"))
+        _add(out.order_ids, d.get("order_ids"))
+        _add(out.rider_ids, d.get("rider_id"))
+        _add(out.rider_ids, d.get("rider_ids"))
+        _add(out.customer_ids, d.get("customer_id"))
+        _add(out.customer_ids, d.get("customer_ids"))
+        oid, rid = d.get("order_id"), d.get("rider_id")
+        if isinstance(oid, str) and isinstance(rid, str):
+            out.assignments.append((oid, rid))
+        if "amount_cents" in d:
+            amount = d.get("amount_cents")
+            kind = d.get("kind") or args.get("kind") or "coupon"
+            item_order = oid if isinstance(oid, str) else args.get("order_id")
+            if isinstance(amount, bool) or not isinstance(amount, int | float):
+                amount = 0  # a malformed amount is treated as non-positive and blocked
+            out.money.append(
+                MoneyItem(
+                    order_id=item_order if isinstance(item_order, str) else None,
+                    amount_cents=int(amount),
+                    kind=str(kind),
+                )
+            )
+    return out
+
+
+# --- the rules -------------------------------------------------------------------------------------
+
+
+def _aware(dt: datetime) -> datetime:
+    return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+def _high_value(facts: OrderFacts, policy: Policy) -> bool:
+    hv = policy.high_value_customer
+    if facts.customer_tier in hv.tiers:
+        return True
+    return facts.customer_value_cents is not None and facts.customer_value_cents > hv.value_12m_above_cents
+
+
+def _block(code: str, message: str, rule: str) -> Reason:
+    return Reason(code=code, message=message, rule=rule, tier=0)
+
+
+def _ask(code: str, message: str, rule: str, tier: int = 1) -> Reason:
+    return Reason(code=code, message=message, rule=rule, tier=tier)
+
+
+def hard_blocks(step: PlanStep, rule: ToolRule, subj: StepSubjects, ctx: AssessContext, policy: Policy) -> list[Reason]:
+    out: list[Reason] = []
+    in_scope = set(ctx.incident_order_ids)
+    for oid in subj.order_ids:
+        facts = ctx.orders.get(oid)
+        if facts is None:
+            out.append(_block("unknown_order", f"order {oid} is not known", "scope.known_ids"))
+            continue
+        if oid not in in_scope:
+            out.append(_block("order_outside_incident", f"order {oid} is not part of this incident", "scope.incident"))
+        status = OrderStatus(facts.status)
+        if rule.target_status is not None and not can_transition(status, rule.target_status):
+            out.append(
+                _block(
+                    "illegal_transition",
+                    f"order {oid} is {status.value}: {step.tool} cannot move it to {rule.target_status.value}",
+                    "state_machine",
+                )
+            )
+        elif rule.requires_active_order and status in TERMINAL:
+            out.append(
+                _block("order_closed", f"order {oid} is {status.value}: {step.tool} cannot act on it", "state_machine")
+            )
+    for rid in subj.rider_ids:
+        if rid not in ctx.riders:
+            out.append(_block("unknown_rider", f"rider {rid} is not known", "scope.known_ids"))
+    new_load: dict[str, int] = {}
+    for oid, rid in subj.assignments:
+        facts = ctx.orders.get(oid)
+        if facts is not None and facts.rider_id == rid:
+            continue  # already carried by this rider: no new load
+        new_load[rid] = new_load.get(rid, 0) + 1
+    for rid, extra in new_load.items():
+        rider = ctx.riders.get(rid)
+        if rider is None:
+            continue
+        if rider.status in ("offline", "off_shift") or _aware(rider.shift_end) <= _aware(ctx.now):
+            out.append(
+                _block("rider_off_shift", f"rider {rid} is {rider.status} or past shift end", "dispatch.on_shift")
+            )
+        if rider.load + extra > rider.capacity:
+            out.append(
+                _block(
+                    "rider_over_capacity",
+                    f"rider {rid} would carry {rider.load + extra} orders (capacity {rider.capacity})",
+                    "dispatch.capacity",
+                )
+            )
+    for item in subj.money:
+        if item.amount_cents <= 0:
+            out.append(_block("non_positive_amount", f"amount {item.amount_cents} must be positive", "money.positive"))
+            continue
+        facts = ctx.orders.get(item.order_id or "")
+        if item.kind == "refund" and facts is not None and item.amount_cents > facts.value_cents:
+            out.append(
+                _block(
+                    "refund_above_order_value",
+                    f"refund {item.amount_cents} exceeds order {item.order_id} value {facts.value_cents}",
+                    "money.refund_cap",
+                )
+            )
+    if rule.risk == "escalate" and not policy.escalation_allowed:
+        out.append(_block("escalation_disabled", "escalation is disabled by policy", "escalation_allowed"))
+    return out
+
+
+def _approval_reasons(
+    step: PlanStep, rule: ToolRule, subj: StepSubjects, ctx: AssessContext, policy: Policy
+) -> list[Reason]:
+    out: list[Reason] = []
+    comp = policy.compensation
+    step_spend = sum(m.amount_cents for m in subj.money if m.amount_cents > 0)
+    for item in subj.money:
+        if item.amount_cents <= 0:
+            continue
+        if item.kind == "refund" and comp.refunds_need_approval:
+            tier = 2 if item.amount_cents > comp.tier2_above_cents_per_order else 1
+            out.append(_ask("refund", f"refund of {item.amount_cents} on {item.order_id}", "money.refund", tier))
+        elif item.amount_cents > comp.tier2_above_cents_per_order:
+            out.append(
+                _ask(
+                    "compensation_above_tier2_limit",
+                    f"{item.amount_cents} on {item.order_id} exceeds {comp.tier2_above_cents_per_order}",
+                    "money.tier2_per_order",
+                    2,
+                )
+            )
+        elif item.amount_cents > comp.auto_limit_cents_per_order:
+            out.append(
+                _ask(
+                    "compensation_above_auto_limit",
+                    f"{item.amount_cents} on {item.order_id} exceeds the auto limit {comp.auto_limit_cents_per_order}",
+                    "money.auto_limit",
+                )
+            )
+    if step_spend and ctx.incident_spent_cents + step_spend > comp.incident_budget_cents:
+        out.append(
+            _ask(
+                "incident_budget_exceeded",
+                f"incident spend would reach {ctx.incident_spent_cents + step_spend} "
+                f"(budget {comp.incident_budget_cents})",
+                "money.incident_budget",
+                2,
+            )
+        )
+    if rule.risk == "cancel" and policy.cancellation.always_needs_approval:
+        n = len(subj.order_ids)
+        tier = 2 if n > policy.cancellation.tier2_above_orders else 1
+        out.append(_ask("cancellation", f"cancels {n} order(s)", "cancel.always", tier))
+    if len(subj.order_ids) > policy.scope.max_orders_per_action:
+        out.append(
+            _ask(
+                "too_many_orders",
+                f"touches {len(subj.order_ids)} orders (max {policy.scope.max_orders_per_action} alone)",
+                "scope.max_orders",
+            )
+        )
+    if rule.risk in policy.high_value_customer.sensitive_risks:
+        hv = sorted({oid for oid in subj.order_ids if oid in ctx.orders and _high_value(ctx.orders[oid], policy)})
+        if hv:
+            out.append(
+                _ask("high_value_customer", f"touches high-value customers on {', '.join(hv)}", "customer.high_value")
+            )
+    if step.confidence < policy.confidence_threshold:
+        out.append(
+            _ask(
+                "low_confidence",
+                f"confidence {step.confidence:.2f} below {policy.confidence_threshold:.2f}",
+                "confidence",
+            )
+        )
+    if ctx.autonomy == "assist":
+        out.append(_ask("assist_mode", "assist autonomy: every write waits for a supervisor", "autonomy.assist"))
+    return out
+
+
+def assess(step: PlanStep, ctx: AssessContext, policy: Policy | None = None) -> Verdict:
+    """Allow, ask a supervisor (tier 1 or 2), or block one proposed step."""
+    policy = policy or load_policy()
+    rule = policy.tool_rule(step.tool)
+    if rule is None or (ctx.registered_tools is not None and step.tool not in ctx.registered_tools):
+        return Verdict(
+            decision=Decision.block,
+            reasons=[_block("unknown_tool", f"tool {step.tool!r} is not registered in the policy", "tools")],
+            policy_version=policy.version,
+        )
+    if rule.risk == "read":
+        return Verdict(decision=Decision.allow, policy_version=policy.version)
+    subj = step_subjects(step.args)
+    blocks = hard_blocks(step, rule, subj, ctx, policy)
+    asks = _approval_reasons(step, rule, subj, ctx, policy)
+    if blocks:
+        return Verdict(decision=Decision.block, reasons=blocks + asks, policy_version=policy.version)
+    if asks:
+        return Verdict(
+            decision=Decision.needs_approval,
+            reasons=asks,
+            policy_version=policy.version,
+            approvals_required=max(r.tier for r in asks),
+        )
+    return Verdict(decision=Decision.allow, policy_version=policy.version)
+
+
+def assess_plan(steps: list[PlanStep], ctx: AssessContext, policy: Policy | None = None) -> dict[int, Verdict]:
+    """Assess steps in order; money of each non-blocked step counts against the budget of the next."""
+    policy = policy or load_policy()
+    spent = ctx.incident_spent_cents
+    out: dict[int, Verdict] = {}
+    for step in steps:
+        verdict = assess(step, ctx.model_copy(update={"incident_spent_cents": spent}), policy)
+        out[step.index] = verdict
+        if verdict.decision != Decision.block:
+            spent += sum(m.amount_cents for m in step_subjects(step.args).money if m.amount_cents > 0)
+    return out
+
+
+def is_write(tool: str, policy: Policy | None = None) -> bool:
+    rule = (policy or load_policy()).tool_rule(tool)
+    return rule is None or rule.risk in WRITE_RISKS

@@ -1,0 +1,168 @@
+"""Gather the facts ``assess`` needs from the database, and re-check a step against the live world.
+
+``validate_live`` runs when a step is proposed and again just before it executes: an approval can
+wait minutes while riders go offline and orders get delivered, so an approved step is re-checked
+rather than executed blindly.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import structlog
+from pydantic import ValidationError
+from sqlalchemy import func
+from sqlmodel import Session, select
+
+from agent.plan import PlanStep
+from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
+from guardrails.policy import Policy, hard_blocks, load_policy, step_subjects
+from guardrails.verdict import Reason
+from tools.models import Customer, Order, Rider
+from tools.state_machine import OrderStatus
+
+log = structlog.get_logger(__name__)
+
+CARRYING = (OrderStatus.assigned.value, OrderStatus.picked_up.value)
+
+
+def registered_tools() -> list[str] | None:
+    """Tool names in the registry; None while a tool module is still missing (policy list applies)."""
+    try:
+        from tools.registry import all_tools
+
+        return sorted(all_tools())
+    except ModuleNotFoundError as exc:
+        log.warning("registry_incomplete", missing=exc.name)
+        return None
+
+
+def _customer_values(*, session: Session, customer_ids: list[str], now: datetime) -> dict[str, int]:
+    """Expected 12-month value per customer from the LTV model (helper H3), or {} when unavailable."""
+    if not customer_ids:
+        return {}
+    try:
+        from tools.customers.value import customer_values
+    except ImportError:
+        return {}
+    try:
+        values = customer_values(session=session, customer_ids=customer_ids, now=now)
+    except Exception as exc:  # the model may be unfit for this world; tier alone still applies
+        log.warning("customer_value_unavailable", error=str(exc))
+        return {}
+    return {cid: int(v.expected_value_12m_cents) for cid, v in values.items()}
+
+
+def build_assess_context(
+    *,
+    session: Session,
+    incident_order_ids: list[str],
+    step_list: list[PlanStep],
+    now: datetime,
+    spent_cents: int = 0,
+    autonomy: Autonomy = "auto",
+    with_customer_values: bool = True,
+) -> AssessContext:
+    """Facts about every order and rider the incident and the steps touch."""
+    order_ids: list[str] = list(dict.fromkeys(incident_order_ids))
+    rider_ids: list[str] = []
+    for step in step_list:
+        subj = step_subjects(step.args)
+        order_ids += [o for o in subj.order_ids if o not in order_ids]
+        rider_ids += [r for r in subj.rider_ids if r not in rider_ids]
+
+    orders = list(session.exec(select(Order).where(Order.id.in_(order_ids)))) if order_ids else []  # type: ignore[attr-defined]
+    customer_ids = sorted({o.customer_id for o in orders})
+    customers = (
+        {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(customer_ids)))}  # type: ignore[attr-defined]
+        if customer_ids
+        else {}
+    )
+    values = _customer_values(session=session, customer_ids=customer_ids, now=now) if with_customer_values else {}
+    order_facts: dict[str, OrderFacts] = {}
+    for o in orders:
+        c = customers.get(o.customer_id)
+        order_facts[o.id] = OrderFacts(
+            value_cents=o.value_cents,
+            status=OrderStatus(o.status).value,
+            customer_id=o.customer_id,
+            customer_tier=str(c.tier.value if hasattr(c.tier, "value") else c.tier) if c else "bronze",
+            customer_value_cents=values.get(o.customer_id),
+            refund_claims=c.refund_claims_count if c else 0,
+            rider_id=o.rider_id,
+        )
+
+    rider_facts: dict[str, RiderFacts] = {}
+    if rider_ids:
+        loads = dict(
+            session.exec(
+                select(Order.rider_id, func.count())
+                .where(Order.rider_id.in_(rider_ids), Order.status.in_(CARRYING))  # type: ignore[union-attr,attr-defined]
+                .group_by(Order.rider_id)
+            ).all()
+        )
+        for r in session.exec(select(Rider).where(Rider.id.in_(rider_ids))):  # type: ignore[attr-defined]
+            rider_facts[r.id] = RiderFacts(
+                status=str(r.status.value if hasattr(r.status, "value") else r.status),
+                shift_end=r.shift_end,
+                load=int(loads.get(r.id, 0)),
+                capacity=r.capacity,
+            )
+    return AssessContext(
+        incident_order_ids=list(dict.fromkeys(incident_order_ids)),
+        orders=order_facts,
+        riders=rider_facts,
+        incident_spent_cents=spent_cents,
+        autonomy=autonomy,
+        now=now,
+        registered_tools=registered_tools(),
+    )
+
+
+def schema_errors(tool_name: str, args: dict[str, Any]) -> list[Reason]:
+    """Block reasons when the tool is unknown or the arguments do not match its schema."""
+    from tools.registry import get_tool
+
+    try:
+        tool = get_tool(tool_name)
+    except ModuleNotFoundError:
+        tool = None
+    if tool is None:
+        return [Reason(code="unknown_tool", message=f"tool {tool_name!r} is not registered", rule="tools")]
+    try:
+        tool.validate_args(args)
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors(include_url=False)
+        )
+        return [Reason(code="invalid_arguments", message=f"{tool_name}: {problems}", rule="schema")]
+    return []
+
+
+def validate_live(
+    *,
+    session: Session,
+    step: PlanStep,
+    incident_order_ids: list[str],
+    now: datetime,
+    policy: Policy | None = None,
+) -> list[Reason]:
+    """Block reasons for ``step`` against the world as it is now (empty list = still valid)."""
+    policy = policy or load_policy()
+    reasons = schema_errors(step.tool, step.args)
+    if reasons:
+        return reasons
+    rule = policy.tool_rule(step.tool)
+    if rule is None:
+        return [Reason(code="unknown_tool", message=f"tool {step.tool!r} has no policy rule", rule="tools")]
+    if rule.risk == "read":
+        return []
+    ctx = build_assess_context(
+        session=session,
+        incident_order_ids=incident_order_ids,
+        step_list=[step],
+        now=now,
+        with_customer_values=False,
+    )
+    return hard_blocks(step, rule, step_subjects(step.args), ctx, policy)

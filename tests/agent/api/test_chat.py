@@ -1,0 +1,92 @@
+"""Dispatcher chat over server-sent events, on the embedded engine (no model)."""
+
+from __future__ import annotations
+
+import json
+
+from sqlmodel import Session, select
+
+from agent.api.models import ChatMessage
+from agent.models import IncidentEvent
+from tests.agent.api.conftest import Api, make_pending_request
+
+
+def ask(api: Api, text: str, thread: str = "t-1", role: str = "dispatcher") -> tuple[str, list[str]]:
+    with api.client.stream("POST", f"/chat/{thread}", json={"message": text}, headers=api.h(role)) as resp:
+        assert resp.status_code == 200
+        assert resp.headers["content-type"].startswith("text/event-stream")
+        raw = "".join(resp.iter_text())
+    events, answer = [], ""
+    for frame in raw.strip().split("\n\n"):
+        lines = dict(line.split(": ", 1) for line in frame.splitlines())
+        events.append(lines["event"])
+        if lines["event"] == "done":
+            answer = json.loads(lines["data"])["text"]
+    return answer, events
+
+
+def test_status_of_an_order_streams_an_answer_and_is_stored(api: Api) -> None:
+    answer, events = ask(api, "status of order O2")
+    assert events[0] == "delta" and events[-1] == "done"
+    assert "O2" in answer and "assigned" in answer and "RB" in answer
+    with Session(api.engine) as s:
+        rows = list(s.exec(select(ChatMessage).where(ChatMessage.thread_id == "t-1").order_by(ChatMessage.id)))
+    assert [(r.role, r.actor_id) for r in rows] == [("user", "test-dispatcher"), ("assistant", "")]
+    assert rows[1].content == answer
+    history = api.client.get("/chat/t-1", headers=api.h("dispatcher")).json()
+    assert [m["role"] for m in history] == ["user", "assistant"]
+
+
+def test_documented_requests(api: Api) -> None:
+    make_pending_request(api.engine, incident_id="inc-abcd1234")
+    assert "I found no order" in ask(api, "status of order nope")[0]
+    riders = ask(api, "riders near O1")[0]
+    assert riders.index("RA") < riders.index("RB")  # RA is 500 m from D1, RB 1 km
+    assert "RC" not in riders  # offline riders are not offered
+    zone = ask(api, "available riders in zone north")[0]
+    assert "1 idle" in zone and "RA" in zone
+    incident = ask(api, "incident inc-abcd1234")[0]
+    assert "inc-abcd1234" in incident and "issue_compensation" in incident
+    assert "inc-abcd1234" in ask(api, "list open incidents")[0]
+    assert "has not been compensated" in ask(api, "why was order O3 compensated?")[0]
+    cannot = ask(api, "please double every rider's pay")[0]
+    assert cannot.startswith("I can't do that")
+
+
+def test_chat_can_open_an_incident_for_an_order(api: Api) -> None:
+    answer = ask(api, "open an incident for order O3 (stalled)")[0]
+    assert "incident inc-" in answer
+    api.drain()
+    with Session(api.engine) as s:
+        (event,) = list(s.exec(select(IncidentEvent)))
+    assert event.type == "stalled_in_transit"
+    assert "already delivered" in ask(api, "open an incident for order O4 (late)")[0]
+
+
+def test_why_compensated_reads_the_compensations(api: Api) -> None:
+    from tests.tools.factories import NOW
+    from tools.models import Compensation
+
+    with Session(api.engine) as s:
+        s.add(
+            Compensation(
+                order_id="O3",
+                customer_id="C1",
+                kind="credit",
+                amount_cents=700,
+                reason="late delivery",
+                idempotency_key="k1",
+                incident_id="inc-x",
+                created_at=NOW,
+            )
+        )
+        s.commit()
+    answer = ask(api, "Why was order O3 compensated?")[0]
+    assert "credit of 7.00 USD" in answer and "inc-x" in answer
+
+
+def test_thread_ids_are_validated(api: Api) -> None:
+    resp = api.client.post("/chat/bad%20id", json={"message": "hi"}, headers=api.h("dispatcher"))
+    assert resp.status_code == 422
+    resp = api.client.post("/chat/t", json={"message": ""}, headers=api.h("dispatcher"))
+    assert resp.status_code == 422

@@ -1,0 +1,293 @@
+"""The incident graph end to end through the runtime: allowed steps run, risky ones wait for one
+approval request, decisions are read from the database, expiry applies the safe default."""
+
+from __future__ import annotations
+
+import threading
+from contextlib import ExitStack
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from langgraph.types import Command
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from agent.checkpoint import open_checkpointer
+from agent.context import RunContext
+from agent.graph import compile_graph
+from agent.models import ExecutedStep, Incident
+from agent.runtime import AgentRuntime
+from agent.settings import Settings
+from audit.models import DecisionRecord
+from tools.clock import FakeClock
+from tools.db import session_scope
+from tools.events import ExceptionType
+from tools.models import Compensation, Notification, Order
+from tools.registry import all_tools
+from tools.state_machine import Conflict, DomainError, OrderStatus
+
+from .factories import NOW, ScriptedPlanner, build_world, event, step
+
+COUPON = step("issue_compensation", {"order_id": "o1", "kind": "coupon", "amount_cents": 500, "reason": "late"})
+REFUND = step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 1500, "reason": "late"})
+NOTIFY = step("notify_customer", {"order_id": "o2", "template": "generic_apology"})
+
+
+def settings(**kw: Any) -> Settings:
+    return Settings(approval_ttl_s=600, **kw)
+
+
+def runtime(engine: Engine, steps: list[Any], **kw: Any) -> AgentRuntime:
+    return AgentRuntime(
+        engine=engine,
+        settings=kw.pop("settings", settings()),
+        clock=kw.pop("clock", FakeClock(NOW)),
+        planner=ScriptedPlanner(steps),
+        **kw,
+    )
+
+
+def start(engine: Engine, steps: list[Any], **kw: Any) -> tuple[AgentRuntime, str]:
+    build_world(engine)
+    rt = runtime(engine, steps, **kw)
+    [res] = rt.ingest([event("e1", ExceptionType.customer_complaint, ["o0", "o1", "o2", "o3"])])
+    return rt, res.incident_id
+
+
+def comps(engine: Engine) -> list[Compensation]:
+    with Session(engine) as s:
+        return list(s.exec(select(Compensation).order_by(col(Compensation.id))))
+
+
+def stages(engine: Engine, incident_id: str) -> list[str]:
+    with Session(engine) as s:
+        rows = s.exec(
+            select(DecisionRecord).where(DecisionRecord.incident_id == incident_id).order_by(col(DecisionRecord.seq))
+        )
+        return [r.stage for r in rows]
+
+
+def test_interrupt_resume_two_call_shape(engine: Engine) -> None:
+    """Invoke -> __interrupt__ payload; decide in the DB; invoke Command(resume=...) -> executed."""
+    from guardrails.service import decide_step
+
+    build_world(engine)
+    rt = runtime(engine, [COUPON, REFUND])
+    [res] = rt.ingest([event("e1", ExceptionType.customer_complaint, ["o0", "o1"])])
+    stack = ExitStack()
+    graph = compile_graph(open_checkpointer(engine, stack))
+    ctx: RunContext = rt.context()
+    config = {"configurable": {"thread_id": res.incident_id}}
+    try:
+        first = graph.invoke({"incident_id": res.incident_id}, config, context=ctx, durability="sync")
+        [intr] = first["__interrupt__"]
+        payload = intr.value
+        assert payload["incident_id"] == res.incident_id
+        assert [s["index"] for s in payload["steps"]] == [1]
+        assert payload["steps"][0]["tool"] == "issue_compensation"
+        assert any(r["code"] == "refund" for r in payload["steps"][0]["reasons"])
+        assert [c.kind for c in comps(engine)] == ["coupon"]  # the allowed step already ran
+        with session_scope(engine) as s:
+            decide_step(session=s, request_id=payload["request_id"], step_index=1, decision="approve",
+                        actor_id="sup-1", actor_role="supervisor", now=NOW, reason="ok")
+        final = graph.invoke(Command(resume={"anything": "untrusted"}), config, context=ctx, durability="sync")
+        assert "__interrupt__" not in final
+        assert final["step_status"] == {"0": "executed", "1": "executed"}
+        assert sorted(c.kind for c in comps(engine)) == ["coupon", "refund"]
+    finally:
+        stack.close()
+        rt.close()
+
+
+def test_approve_runs_the_step_once_and_audits_every_stage(engine: Engine) -> None:
+    rt, iid = start(engine, [COUPON, REFUND, NOTIFY])
+    out = rt.run_incident(iid)
+    assert out.waiting and out.status == "awaiting_approval"
+    assert out.step_status == {"0": "executed", "1": "pending_approval", "2": "executed"}
+    with Session(engine) as s:
+        assert len(list(s.exec(select(Notification)))) == 1
+    d = rt.decide(request_id=out.request_id, step_index=1, decision="approve", actor_id="sup-1",
+                  actor_role="supervisor", reason="customer waited 40 minutes")
+    assert d.resumed and d.incident is not None and d.incident.status == "resolved"
+    assert d.incident.step_status["1"] == "executed"
+    assert sorted(c.amount_cents for c in comps(engine)) == [500, 1500]
+    # resuming again or re-running changes nothing
+    assert rt.resume(iid) is False
+    rt.run_incident(iid)
+    assert len(comps(engine)) == 2
+    st = stages(engine, iid)
+    for stage in ("intake", "investigation", "proposal", "verdict", "approval_request", "execution",
+                  "decision", "report"):
+        assert stage in st, stage
+    with Session(engine) as s:
+        executed = list(s.exec(select(ExecutedStep).where(ExecutedStep.step_index == 1)))
+        assert [e.approved_by for e in executed] == [["sup-1"]]
+    rt.close()
+
+
+def test_reject_executes_nothing_for_that_step(engine: Engine) -> None:
+    rt, iid = start(engine, [REFUND])
+    out = rt.run_incident(iid)
+    d = rt.decide(request_id=out.request_id, step_index=0, decision="reject", actor_id="sup-1",
+                  actor_role="supervisor", reason="not justified")
+    assert d.incident is not None and d.incident.step_status == {"0": "rejected"}
+    assert comps(engine) == []
+    rt.close()
+
+
+def test_edit_runs_the_edited_arguments(engine: Engine) -> None:
+    rt, iid = start(engine, [REFUND])
+    out = rt.run_incident(iid)
+    edited = {**REFUND.args, "amount_cents": 800}
+    d = rt.decide(request_id=out.request_id, step_index=0, decision="edit", actor_id="sup-1",
+                  actor_role="supervisor", edited_args=edited, reason="half is enough")
+    assert d.incident is not None and d.incident.step_status == {"0": "executed"}
+    assert [(c.kind, c.amount_cents) for c in comps(engine)] == [("refund", 800)]
+    rt.close()
+
+
+def test_expiry_applies_the_safe_default(engine: Engine) -> None:
+    clock = FakeClock(NOW)
+    rt, iid = start(engine, [COUPON, REFUND], clock=clock)
+    out = rt.run_incident(iid)
+    assert rt.expire_due() == []  # not yet due
+    clock.advance(seconds=601)
+    assert rt.expire_due() == [out.request_id]
+    after = rt.outcome(iid)
+    assert after.interrupt is None and after.step_status == {"0": "executed", "1": "expired"}
+    assert [c.kind for c in comps(engine)] == ["coupon"]
+    assert "expiry" in stages(engine, iid)
+    rt.close()
+
+
+def test_two_approvers_needed_above_tier2_limit(engine: Engine) -> None:
+    big = step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 2400, "reason": "x"})
+    rt, iid = start(engine, [big])
+    with session_scope(engine) as s:  # make the refund large enough for tier 2 (policy: > 10000)
+        o = s.get(Order, "o0")
+        assert o is not None
+        o.value_cents = 30_000
+        s.add(o)
+    rt.planner = ScriptedPlanner([big.model_copy(update={"args": {**big.args, "amount_cents": 20_000}})])
+    out = rt.run_incident(iid)
+    assert out.interrupt is not None and out.interrupt["steps"][0]["approvals_required"] == 2
+    first = rt.decide(request_id=out.request_id, step_index=0, decision="approve", actor_id="sup-1",
+                      actor_role="supervisor")
+    assert not first.resumed and comps(engine) == []
+    with pytest.raises(DomainError):
+        rt.decide(request_id=out.request_id, step_index=0, decision="approve", actor_id="sup-1",
+                  actor_role="supervisor")
+    second = rt.decide(request_id=out.request_id, step_index=0, decision="approve", actor_id="sup-2",
+                       actor_role="supervisor")
+    assert second.resumed and [c.amount_cents for c in comps(engine)] == [20_000]
+    with Session(engine) as s:
+        [row] = s.exec(select(ExecutedStep))
+        assert row.approved_by == ["sup-1", "sup-2"]
+    rt.close()
+
+
+def test_concurrent_decisions_execute_once(sqlite_only_engine: Engine) -> None:
+    engine = sqlite_only_engine
+    rt, iid = start(engine, [REFUND])
+    out = rt.run_incident(iid)
+    barrier = threading.Barrier(2)
+    outcomes: list[Any] = []
+
+    def decide(actor: str) -> None:
+        barrier.wait()
+        try:
+            outcomes.append(rt.decide(request_id=out.request_id, step_index=0, decision="approve",
+                                      actor_id=actor, actor_role="supervisor"))
+        except (Conflict, DomainError) as exc:
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=decide, args=(a,)) for a in ("sup-1", "sup-2")]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sum(1 for o in outcomes if not isinstance(o, Exception)) >= 1
+    assert [c.amount_cents for c in comps(engine)] == [1500]
+    assert rt.outcome(iid).step_status == {"0": "executed"}
+    rt.close()
+
+
+def test_shadow_autonomy_executes_nothing(engine: Engine) -> None:
+    rt, iid = start(engine, [COUPON, REFUND, NOTIFY], settings=settings(autonomy_default="shadow"))
+    out = rt.run_incident(iid)
+    assert out.interrupt is None and out.status == "resolved"
+    assert set(out.step_status.values()) == {"shadowed"}
+    assert comps(engine) == []
+    rt.close()
+
+
+def test_assist_autonomy_asks_for_every_write(engine: Engine) -> None:
+    rt, iid = start(engine, [COUPON, NOTIFY], settings=settings(autonomy_overrides={"customer_complaint": "assist"}))
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "pending_approval", "1": "pending_approval"}
+    assert comps(engine) == []
+    rt.close()
+
+
+def test_approved_step_gone_stale_is_not_executed(engine: Engine) -> None:
+    cancel = step("cancel_order", {"order_id": "o0", "reason": "customer_request"})
+    rt, iid = start(engine, [cancel])
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "pending_approval"}
+    with session_scope(engine) as s:  # meanwhile the order is delivered
+        o = s.get(Order, "o0")
+        assert o is not None
+        o.status = OrderStatus.delivered
+        s.add(o)
+    d = rt.decide(request_id=out.request_id, step_index=0, decision="approve", actor_id="sup-1",
+                  actor_role="supervisor")
+    assert d.incident is not None and d.incident.step_status == {"0": "stale"}
+    rt.close()
+
+
+def test_failed_step_stops_the_rest_when_it_says_so(engine: Engine) -> None:
+    bad = step("notify_customer", {"order_id": "o1", "template": "substitution"}, continue_on_failure=False)
+    rt, iid = start(engine, [bad, COUPON])
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "failed", "1": "skipped"}
+    assert comps(engine) == []
+    with Session(engine) as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and inc.status == "failed"
+    rt.close()
+
+
+def test_unknown_tool_is_blocked(engine: Engine) -> None:
+    assert "drop_table" not in all_tools()
+    rt, iid = start(engine, [step("drop_table", {"order_id": "o0"}), COUPON])
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "blocked", "1": "executed"}
+    assert out.verdicts["0"]["decision"] == "block"
+    rt.close()
+
+
+def test_resume_after_restart_keeps_pending_request(engine: Engine) -> None:
+    """A new runtime (a restarted process) finds the pending request and continues from the checkpoint."""
+    rt, iid = start(engine, [REFUND])
+    out = rt.run_incident(iid)
+    rt.close()
+    rt2 = runtime(engine, [])
+    again = rt2.run_incident(iid)
+    assert again.interrupt is not None and again.request_id == out.request_id
+    assert rt2.planner.calls == 0  # type: ignore[union-attr] - nothing re-planned
+    rt2.decide(request_id=out.request_id, step_index=0, decision="approve", actor_id="s", actor_role="supervisor")
+    assert [c.kind for c in comps(engine)] == ["refund"]
+    rt2.close()
+
+
+def test_incident_view_shows_plan_verdicts_and_executions(engine: Engine) -> None:
+    rt, iid = start(engine, [COUPON, REFUND])
+    rt.run_incident(iid)
+    view = rt.incident_view(iid)
+    assert view["status"] == "awaiting_approval"
+    assert view["plan"]["planner"] == "scripted"
+    assert view["waiting_for_approval"]["steps"][0]["index"] == 1
+    assert [e["tool"] for e in view["executed"]] == ["issue_compensation"]
+    assert NOW + timedelta(0) == NOW
+    rt.close()

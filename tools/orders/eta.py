@@ -1,0 +1,266 @@
+"""Predicted pickup and drop-off times of active orders, and how late each is against its promise.
+
+The model, in order of what a rider does:
+
+* Travel legs follow the MDRP rule: ``ceil(distance / (metres per minute * speed factor))``. The speed
+  factor of a leg is the slowest ``Weather`` disc active at ``now`` covering either end of the leg
+  (the weather is assumed to stay as it is now for the rest of the prediction).
+* An order's food is ready at ``ready_at``; a store with ``prep_delay_minutes > 0`` adds that delay to
+  orders that are not ready yet (``ready_at`` still in the future).
+* Riders with orders (status ``assigned``/``picked_up``, rider not offline) work sequentially: first
+  they deliver what is already in the bag (earliest promise first), then they visit the stores of their
+  assigned orders (earliest ready first), wait for the food, pick up every assigned order of that store
+  (pickup service minutes once per store) and deliver them (earliest promise first, drop-off service
+  minutes per order).
+* Orders without a working rider (not assigned yet, or whose rider went offline — then the bag is
+  collected where that rider stopped) are dispatched greedily, earliest ready first, to the on-shift
+  rider who can reach the pickup point soonest: an idle rider from where it is now, or a busy rider
+  once its current route ends. Each such rider takes one order at a time, so a shortage of riders
+  shows up as growing lateness. Bundling is ignored: the prediction errs on the late side.
+* When no rider is on shift at all, the pessimistic default applies: a rider is assumed to reach the
+  pickup point ``NO_RIDER_WAIT_MINUTES`` after the later of now and the ready time.
+
+Terminal orders (delivered, cancelled, failed) get no prediction.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import defaultdict
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+import numpy as np
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
+
+from tools.models import Order, Rider, RiderStatus, Store, Weather, aware
+from tools.service import get_world
+from tools.state_machine import ACTIVE, OrderStatus
+
+NO_RIDER_WAIT_MINUTES = 30.0
+
+
+@dataclass(frozen=True)
+class Prediction:
+    order_id: str
+    rider_id: str | None  # the rider the prediction relies on (assigned, or the one dispatch would pick)
+    basis: str  # in_bag | assigned | next_rider | stranded | no_rider
+    pickup_at: datetime | None  # None when the order is already in a working rider's bag
+    dropoff_at: datetime
+    promised_at: datetime
+    minutes_late: float  # drop-off minus promise, negative when early
+
+    @property
+    def late(self) -> bool:
+        return self.minutes_late > 0
+
+
+@dataclass
+class _Task:
+    order_id: str
+    px: float  # where the food is collected
+    py: float
+    ready: float  # minutes from now
+    dx: float
+    dy: float
+    promised: float
+    basis: str
+
+
+class _Weather:
+    def __init__(self, rows: list[Weather]) -> None:
+        self.x = np.array([w.x for w in rows], dtype=float)
+        self.y = np.array([w.y for w in rows], dtype=float)
+        self.r = np.array([w.radius_m for w in rows], dtype=float)
+        self.f = np.array([w.speed_factor for w in rows], dtype=float)
+        self.discs = [(w.x, w.y, w.radius_m, w.speed_factor) for w in rows]
+
+    def factors(self, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
+        """Speed factor at each point: the slowest disc covering it, else 1."""
+        out = np.ones(len(xs))
+        if len(self.f) == 0 or len(xs) == 0:
+            return out
+        inside = np.hypot(xs[:, None] - self.x[None, :], ys[:, None] - self.y[None, :]) <= self.r[None, :]
+        return np.minimum(out, np.where(inside, self.f[None, :], 1.0).min(axis=1))
+
+    def at(self, x: float, y: float) -> float:
+        """One point, in plain Python: far cheaper than numpy for the handful of discs there are."""
+        f = 1.0
+        for wx, wy, r, wf in self.discs:
+            if wf < f and (x - wx) ** 2 + (y - wy) ** 2 <= r * r:
+                f = wf
+        return f
+
+
+def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, now: datetime) -> dict[str, Prediction]:
+    """Predict every active order (or only ``order_ids``; unknown or terminal ids are left out).
+
+    The whole world is always simulated, so an order's prediction does not depend on which other
+    orders were asked about.
+    """
+    now = aware(now)
+    world = get_world(session=session)
+    mpm = world.meters_per_minute
+    pickup_s = float(world.pickup_service_minutes)
+    dropoff_s = float(world.dropoff_service_minutes)
+
+    naive_now = now.replace(tzinfo=None)
+
+    def minutes(dt: datetime) -> float:
+        # SQLite hands back naive UTC datetimes: compare like with like instead of converting each
+        return ((dt - now) if dt.tzinfo else (dt - naive_now)).total_seconds() / 60.0
+
+    weather = _Weather(
+        list(session.exec(select(Weather).where(col(Weather.starts_at) <= now, col(Weather.ends_at) > now)))
+    )
+    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.exec(select(Store))}
+    riders = {r.id: r for r in session.exec(select(Rider))}
+    rows = session.exec(  # type: ignore[call-overload]
+        sa_select(
+            col(Order.id),
+            col(Order.status),
+            col(Order.store_id),
+            col(Order.x),
+            col(Order.y),
+            col(Order.rider_id),
+            col(Order.ready_at),
+            col(Order.promised_at),
+        ).where(col(Order.status).in_([s.value for s in ACTIVE]))
+    ).all()
+
+    def leg(ax: float, ay: float, bx: float, by: float) -> float:
+        d = math.hypot(ax - bx, ay - by)
+        if d == 0:
+            return 0.0
+        f = min(weather.at(ax, ay), weather.at(bx, by))
+        return float(math.ceil(d / (mpm * f) - 1e-9))
+
+    promised: dict[str, float] = {}
+    by_rider: dict[str, list[tuple]] = defaultdict(list)
+    tasks: list[_Task] = []
+    for oid, status, store_id, ox, oy, rider_id, ready_at, promised_at in rows:
+        sx, sy, delay = stores[store_id]
+        ready = minutes(ready_at)
+        if ready > 0 and delay:
+            ready += delay
+        promised[oid] = minutes(promised_at)
+        status = OrderStatus(status)
+        rider = riders.get(rider_id) if rider_id else None
+        working = rider is not None and rider.status != RiderStatus.offline
+        if working and status in (OrderStatus.assigned, OrderStatus.picked_up):
+            by_rider[rider_id].append((oid, status, store_id, sx, sy, ox, oy, ready, promised[oid]))
+        elif status == OrderStatus.picked_up and rider is not None:
+            # the bag is with a rider who went offline: someone must collect it where they stopped
+            tasks.append(_Task(oid, rider.x, rider.y, 0.0, ox, oy, promised[oid], "stranded"))
+        else:
+            tasks.append(_Task(oid, sx, sy, ready, ox, oy, promised[oid], "next_rider"))
+
+    result: dict[str, tuple[str | None, str, float | None, float]] = {}
+    free_at: dict[str, tuple[float, float, float]] = {}  # rider -> (minute free, x, y)
+    for rid, items in by_rider.items():
+        rider = riders[rid]
+        t, x, y = 0.0, rider.x, rider.y
+        bag = sorted((i for i in items if i[1] == OrderStatus.picked_up), key=lambda i: (i[8], i[0]))
+        for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in bag:
+            t += leg(x, y, ox, oy) + dropoff_s
+            x, y = ox, oy
+            result[oid] = (rid, "in_bag", None, t)
+        pending: dict[str, list[tuple]] = defaultdict(list)
+        for i in items:
+            if i[1] == OrderStatus.assigned:
+                pending[i[2]].append(i)
+        for _sid, group in sorted(pending.items(), key=lambda kv: (min(i[7] for i in kv[1]), kv[0])):
+            sx, sy = group[0][3], group[0][4]
+            t += leg(x, y, sx, sy)
+            t = max(t, max(i[7] for i in group)) + pickup_s
+            pick = t
+            x, y = sx, sy
+            for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in sorted(group, key=lambda i: (i[8], i[0])):
+                t += leg(x, y, ox, oy) + dropoff_s
+                x, y = ox, oy
+                result[oid] = (rid, "assigned", pick, t)
+        free_at[rid] = (t, x, y)
+
+    _dispatch_rest(
+        tasks=tasks,
+        riders=riders,
+        free_at=free_at,
+        now=now,
+        mpm=mpm,
+        pickup_s=pickup_s,
+        dropoff_s=dropoff_s,
+        weather=weather,
+        result=result,
+    )
+
+    wanted = set(order_ids) if order_ids is not None else None
+    out: dict[str, Prediction] = {}
+    for oid, (pred_rider, basis, pick, drop) in result.items():
+        if wanted is not None and oid not in wanted:
+            continue
+        late = drop - promised[oid]
+        out[oid] = Prediction(
+            order_id=oid,
+            rider_id=pred_rider,
+            basis=basis,
+            pickup_at=None if pick is None else now + timedelta(minutes=pick),
+            dropoff_at=now + timedelta(minutes=drop),
+            promised_at=now + timedelta(minutes=promised[oid]),
+            minutes_late=round(late, 2),
+        )
+    return out
+
+
+def _dispatch_rest(
+    *,
+    tasks: list[_Task],
+    riders: dict[str, Rider],
+    free_at: dict[str, tuple[float, float, float]],
+    now: datetime,
+    mpm: float,
+    pickup_s: float,
+    dropoff_s: float,
+    weather: _Weather,
+    result: dict[str, tuple[str | None, str, float | None, float]],
+) -> None:
+    """Greedy list scheduling of riderless orders onto the rider who reaches the pickup soonest."""
+    on_shift = [
+        r
+        for r in riders.values()
+        if r.status in (RiderStatus.idle, RiderStatus.busy)
+        and aware(r.shift_start) <= now < aware(r.shift_end)
+        and (r.status == RiderStatus.idle or r.id in free_at)
+    ]
+    ids = [r.id for r in on_shift]
+    rt = np.array([free_at[r.id][0] if r.id in free_at else 0.0 for r in on_shift], dtype=float)
+    rx = np.array([free_at[r.id][1] if r.id in free_at else r.x for r in on_shift], dtype=float)
+    ry = np.array([free_at[r.id][2] if r.id in free_at else r.y for r in on_shift], dtype=float)
+    shift_end = np.array([(aware(r.shift_end) - now).total_seconds() / 60.0 for r in on_shift], dtype=float)
+    rf = weather.factors(rx, ry)
+
+    tasks.sort(key=lambda k: (k.ready, k.promised, k.order_id))
+    for k in tasks:
+        pf = weather.at(k.px, k.py)
+        drop_f = min(pf, weather.at(k.dx, k.dy))
+        to_drop = math.hypot(k.px - k.dx, k.py - k.dy)
+        deliver = (math.ceil(to_drop / (mpm * drop_f) - 1e-9) if to_drop else 0.0) + dropoff_s
+        arrival = None
+        if len(ids):
+            d = np.hypot(rx - k.px, ry - k.py)
+            arr = rt + np.ceil(d / (mpm * np.minimum(rf, pf)) - 1e-9)
+            # a rider whose shift is over by the time it is free does not take new work
+            arr = np.where(rt < shift_end, arr, np.inf)
+            j = int(np.argmin(arr))
+            if np.isfinite(arr[j]):
+                arrival = float(arr[j])
+        if arrival is None:
+            pick = max(0.0, k.ready) + NO_RIDER_WAIT_MINUTES + pickup_s
+            basis = "no_rider" if k.basis == "next_rider" else k.basis
+            result[k.order_id] = (None, basis, pick, pick + deliver)
+            continue
+        pick = max(arrival, k.ready) + pickup_s
+        drop = pick + deliver
+        result[k.order_id] = (ids[j], k.basis, pick, drop)
+        rt[j], rx[j], ry[j] = drop, k.dx, k.dy
+        rf[j] = weather.at(k.dx, k.dy)

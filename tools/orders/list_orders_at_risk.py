@@ -1,0 +1,113 @@
+"""Tool: active orders predicted to miss their promise, latest first."""
+
+from __future__ import annotations
+
+import math
+from datetime import datetime, timedelta
+
+from pydantic import BaseModel, Field, model_validator
+from sqlmodel import col, select
+
+from tools.base import ToolArgs, ToolContext, ToolError, tool
+from tools.models import Order, Store, aware
+from tools.orders.eta import predict_dropoffs
+from tools.service import get_world
+from tools.state_machine import ACTIVE, OrderStatus
+
+
+class ListOrdersAtRiskArgs(ToolArgs):
+    zone: str | None = Field(default=None, max_length=64, description="only orders of this zone")
+    x: float | None = Field(default=None, ge=-1e7, le=1e7, description="centre of the area, metres")
+    y: float | None = Field(default=None, ge=-1e7, le=1e7, description="centre of the area, metres")
+    radius_m: float | None = Field(
+        default=None, gt=0, le=100_000, description="orders whose store or drop-off lies within this radius"
+    )
+    horizon_minutes: int = Field(
+        default=60, ge=1, le=720, description="only orders promised within this many minutes (or overdue)"
+    )
+    min_minutes_late: float = Field(default=0.0, ge=0, le=1440, description="ignore smaller predicted delays")
+    limit: int = Field(default=100, ge=1, le=1000)
+
+    @model_validator(mode="after")
+    def _area_complete(self) -> ListOrdersAtRiskArgs:
+        given = [v is not None for v in (self.x, self.y, self.radius_m)]
+        if any(given) and not all(given):
+            raise ValueError("x, y and radius_m go together")
+        return self
+
+
+class OrderAtRisk(BaseModel):
+    order_id: str
+    status: str
+    zone: str
+    store_id: str
+    customer_id: str
+    rider_id: str | None = Field(description="the order's rider, or None when it has none")
+    predicted_rider_id: str | None = Field(description="the rider the prediction relies on")
+    basis: str = Field(description="in_bag | assigned | next_rider | stranded | no_rider")
+    value_cents: int
+    promised_at: datetime
+    predicted_dropoff_at: datetime
+    minutes_late: float
+
+
+class OrdersAtRisk(BaseModel):
+    now: datetime
+    total_at_risk: int = Field(description="how many matched before the limit")
+    orders: list[OrderAtRisk]
+
+
+@tool(args=ListOrdersAtRiskArgs, result=OrdersAtRisk, writes=False, family="orders")
+def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersAtRisk | ToolError:
+    """List active orders predicted to be delivered after their promised time, in a zone and/or within a
+    radius of a point, promised within the horizon (overdue ones included), most late first. Each comes
+    with its predicted drop-off, minutes late and the rider the prediction relies on."""
+    s = ctx.session
+    get_world(session=s)
+    now = aware(ctx.now)
+    stmt = select(Order).where(
+        col(Order.status).in_([st.value for st in ACTIVE]),
+        col(Order.promised_at) <= now + timedelta(minutes=args.horizon_minutes),
+    )
+    if args.zone:
+        stmt = stmt.where(col(Order.zone) == args.zone)
+    candidates = list(s.exec(stmt))
+    if args.radius_m is not None:
+        assert args.x is not None and args.y is not None
+        stores = {st.id: st for st in s.exec(select(Store))}
+
+        def near(o: Order) -> bool:
+            st = stores[o.store_id]
+            return (
+                math.hypot(o.x - args.x, o.y - args.y) <= args.radius_m  # type: ignore[operator,arg-type]
+                or math.hypot(st.x - args.x, st.y - args.y) <= args.radius_m  # type: ignore[operator,arg-type]
+            )
+
+        candidates = [o for o in candidates if near(o)]
+    by_id = {o.id: o for o in candidates}
+    preds = predict_dropoffs(session=s, order_ids=list(by_id), now=now)
+    late = sorted(
+        (p for p in preds.values() if p.minutes_late > args.min_minutes_late),
+        key=lambda p: (-p.minutes_late, p.order_id),
+    )
+    return OrdersAtRisk(
+        now=now,
+        total_at_risk=len(late),
+        orders=[
+            OrderAtRisk(
+                order_id=p.order_id,
+                status=OrderStatus(by_id[p.order_id].status).value,
+                zone=by_id[p.order_id].zone,
+                store_id=by_id[p.order_id].store_id,
+                customer_id=by_id[p.order_id].customer_id,
+                rider_id=by_id[p.order_id].rider_id,
+                predicted_rider_id=p.rider_id,
+                basis=p.basis,
+                value_cents=by_id[p.order_id].value_cents,
+                promised_at=p.promised_at,
+                predicted_dropoff_at=p.dropoff_at,
+                minutes_late=p.minutes_late,
+            )
+            for p in late[: args.limit]
+        ],
+    )
