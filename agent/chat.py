@@ -237,9 +237,13 @@ class ChatEngine:
         steps = (inc.plan or {}).get("steps") or []
         if steps:
             states = inc.step_status or {}
-            text += " Plan: " + "; ".join(
-                f"{s['index']}. {s['tool']} -> {states.get(str(s['index']), 'proposed')}" for s in steps[:10]
-            ) + "."
+            text += (
+                " Plan: "
+                + "; ".join(
+                    f"{s['index']}. {s['tool']} -> {states.get(str(s['index']), 'proposed')}" for s in steps[:10]
+                )
+                + "."
+            )
         if inc.summary:
             text += f" {inc.summary}"
         return text
@@ -257,9 +261,11 @@ class ChatEngine:
         )
         if not rows:
             return "There are no open incidents."
-        return f"{len(rows)} open incidents: " + "; ".join(
-            f"{i.id} ({i.type.replace('_', ' ')}, zone {i.zone or '-'}, {i.status})" for i in rows
-        ) + "."
+        return (
+            f"{len(rows)} open incidents: "
+            + "; ".join(f"{i.id} ({i.type.replace('_', ' ')}, zone {i.zone or '-'}, {i.status})" for i in rows)
+            + "."
+        )
 
     def _open_incident(self, session: Session, order_id: str, low: str, actor: str) -> str:
         order = session.get(Order, order_id)
@@ -286,7 +292,9 @@ class ChatEngine:
         session.close()
         results = self.submit([event])
         inc = results[0].incident_id if results else "?"
-        return f"Opened a {kind.value.replace('_', ' ')} report for order {order_id}: incident {inc}. The agent is on it."
+        return (
+            f"Opened a {kind.value.replace('_', ' ')} report for order {order_id}: incident {inc}. The agent is on it."
+        )
 
     # ---- LLM ------------------------------------------------------------------------------
 
@@ -309,8 +317,11 @@ class ChatEngine:
                     "role": "assistant",
                     "content": choice.content or "",
                     "tool_calls": [
-                        {"id": c.id, "type": "function", "function": {"name": c.function.name,
-                                                                      "arguments": c.function.arguments}}
+                        {
+                            "id": c.id,
+                            "type": "function",
+                            "function": {"name": c.function.name, "arguments": c.function.arguments},
+                        }
                         for c in calls
                     ],
                 }

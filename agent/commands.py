@@ -25,7 +25,9 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     token = sub.add_parser("token", help="API tokens")
     tsub = token.add_subparsers(dest="token_command", required=True)
     create = tsub.add_parser("create", help="create a token; its secret is printed once")
-    create.add_argument("--role", required=True, choices=["integration", "dispatcher", "supervisor", "auditor", "admin"])
+    create.add_argument(
+        "--role", required=True, choices=["integration", "dispatcher", "supervisor", "auditor", "admin"]
+    )
     create.add_argument("--name", required=True, help="who or what uses it (recorded on every decision)")
     create.set_defaults(func=cmd_token_create)
 

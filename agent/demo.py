@@ -27,19 +27,25 @@ from agent.api.models import Role
 from agent.settings import PROJECT_ROOT, Settings, get_settings
 from tools.db import init_db, make_engine, session_scope
 from tools.events import ExceptionEvent, ExceptionType
-from tools.models import Order, Rider, RiderStatus
+from tools.models import Order, OrderLine, Rider, RiderStatus
 from tools.state_machine import OrderStatus
 
 log = structlog.get_logger(__name__)
 
 DEMO_DIR = PROJECT_ROOT / "var" / "demo"
 WORLD_MINUTES_PER_TICK = 3.0
+# The storm runs in auto autonomy (the agent executes what the policy allows); rider-offline and
+# stockout incidents run in assist, where every write waits for a supervisor, so the approval queue
+# has something in it within the first minute.
+DEMO_AUTONOMY: dict[str, Any] = {"rider_offline": "assist", "stockout_after_payment": "assist"}
 
 
 def fresh_database(path: Path) -> str:
+    """Remove the previous demo's files, the checkpoint database beside it included (incident ids are
+    deterministic, so an old checkpoint would make the new run look finished)."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    for suffix in ("", "-wal", "-shm", "-journal"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    for old in path.parent.glob(path.stem + ".*"):
+        old.unlink(missing_ok=True)
     return f"sqlite:///{path}"
 
 
@@ -63,6 +69,16 @@ def create_demo_tokens(*, engine: Engine) -> dict[str, str]:
     return out
 
 
+def mark_line_short(*, session: Session, event: ExceptionEvent) -> None:
+    """The picker found an item missing: the simulator only delays the order, the line says which item."""
+    for order_id in event.order_ids:
+        line = session.exec(select(OrderLine).where(OrderLine.order_id == order_id, OrderLine.status == "ok")).first()
+        if line is not None:
+            line.status = "short"
+            session.add(line)
+            event.payload["sku_id"] = line.sku_id
+
+
 class DemoCity:
     """Advances the world and injects exceptions on a timer, through the same intake as POST /events."""
 
@@ -72,12 +88,14 @@ class DemoCity:
         engine: Engine,
         submit: Callable[[list[ExceptionEvent]], list[Any]],
         lock: Any,
+        settle: Callable[[], None] | None = None,
         seed: int,
         every_s: float,
     ) -> None:
         self.engine = engine
         self.submit = submit
         self.lock = lock
+        self.settle = settle
         self.rng = random.Random(seed)
         self.seed = seed
         self.every_s = every_s
@@ -88,6 +106,13 @@ class DemoCity:
     def run(self, initial: list[ExceptionEvent]) -> None:
         if initial:
             self.submit(initial)
+            if self.settle is not None:
+                # let the storm's incident finish its first run before new exceptions arrive, or they
+                # would join it (they share its orders) instead of opening incidents of their own
+                try:
+                    self.settle()
+                except TimeoutError:
+                    log.warning("the storm incident is still running; injecting anyway")
         while not self.stop.wait(self.every_s):
             try:
                 events = self.tick()
@@ -121,6 +146,9 @@ class DemoCity:
             events = self._inject(sim)
             events += sim.detect_stalled(threshold_minutes=25.0)[:2]
             sim.sync_to_session(session, actor="demo-city")
+            for event in events:
+                if event.type == ExceptionType.stockout_after_payment:
+                    mark_line_short(session=session, event=event)
         return events
 
     def _inject(self, sim: Any) -> list[ExceptionEvent]:
@@ -165,9 +193,7 @@ class DemoCity:
                             order_ids=[o.id for o in orders if o.status not in ("delivered", "cancelled", "failed")],
                         )
                     ]
-            wanted = (
-                ("confirmed", "picking") if kind == 1 else ("picked_up",)
-            )
+            wanted = ("confirmed", "picking") if kind == 1 else ("picked_up",)
             orders = list(session.exec(select(Order).where(Order.status.in_(wanted))))  # type: ignore[attr-defined]
             if not orders:
                 return []
@@ -204,7 +230,7 @@ def run_demo(
     base: Settings = get_settings()
     seed = base.seed if seed is None else seed
     url = fresh_database(DEMO_DIR / "demo.db")
-    settings = base.model_copy(update={"database_url": url, "planner": "playbook"})
+    settings = base.model_copy(update={"database_url": url, "planner": "playbook", "autonomy_overrides": DEMO_AUTONOMY})
     engine = make_engine(url)
     init_db(engine)
     initial = seed_city(engine=engine, seed=seed)
@@ -220,10 +246,19 @@ def run_demo(
     out.write(f"  API docs    {base_url}/docs\n\n  demo tokens (paste one into the sign-in page):\n")
     for role, secret in tokens.items():
         out.write(f"    {role:<12} {secret}\n")
-    out.write(f"\n  database    {url}\n  Ctrl-C to stop.\n\n")
+    out.write(
+        f"\n  database    {url}\n  autonomy    auto; assist for {', '.join(DEMO_AUTONOMY)}\n  Ctrl-C to stop.\n\n"
+    )
     out.flush()
 
-    city = DemoCity(engine=engine, submit=worker.submit, lock=worker.run_lock, seed=seed, every_s=every_s)
+    city = DemoCity(
+        engine=engine,
+        submit=worker.submit,
+        lock=worker.run_lock,
+        settle=lambda: worker.drain(timeout_s=120),
+        seed=seed,
+        every_s=every_s,
+    )
     server = uvicorn.Server(uvicorn.Config(app, host=host, port=port, log_level="warning"))
 
     def start_city() -> None:

@@ -16,7 +16,9 @@ small coupons go out while a supervisor looks at the refunds; only steps needing
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import datetime
+from functools import partial
 from typing import Any, Literal
 
 from langgraph.graph import END, START, StateGraph
@@ -37,6 +39,8 @@ from tools.base import ToolContext
 from tools.db import session_scope
 
 Ctx = Runtime[RunContext]
+# risks whose steps neither move orders nor riders nor stock (see _run_steps)
+SHARED_CHECK_RISKS = frozenset({"notify", "money", "escalate", "read"})
 
 
 def _incident(session: Session, incident_id: str) -> Incident:
@@ -274,6 +278,12 @@ def _count(status: dict[str, str]) -> dict[str, int]:
     return out
 
 
+def _check_at(
+    live: Callable[[Session, PlanStep, datetime], list[Any]], now: datetime, session: Session, st: PlanStep
+) -> list[Any]:
+    return live(session, st, now)
+
+
 def _run_steps(
     runtime: Ctx,
     state: IncidentState,
@@ -281,7 +291,8 @@ def _run_steps(
     stage_note: str,
 ) -> dict[str, Any]:
     """Run steps in order (each under its key); stop after a failure whose step says not to continue."""
-    from guardrails.validation import validate_live
+    from guardrails.policy import hard_blocks, load_policy, step_subjects
+    from guardrails.validation import build_assess_context, schema_errors, validate_live
 
     rc = runtime.context
     plan = Plan.model_validate(state["plan"])
@@ -291,6 +302,32 @@ def _run_steps(
     with Session(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
         scope = list(inc.order_ids)
+    policy = rc.policy or load_policy(rc.settings.policy_file)
+    # Steps that cannot change what later checks look at (notices, money, escalations) share one
+    # batch of live facts, rebuilt after any step that moves orders, riders or stock; those are
+    # re-checked one by one (validate_live) right before they run.
+    shared: list[Any] = []
+
+    def live(session: Session, st: PlanStep, now: datetime) -> list[Any]:
+        rule = policy.tool_rule(st.tool)
+        if rule is None or rule.risk not in SHARED_CHECK_RISKS:
+            shared.clear()
+            return validate_live(session=session, step=st, incident_order_ids=scope, now=now, policy=policy)
+        bad = schema_errors(st.tool, st.args)
+        if bad:
+            return bad
+        if not shared:
+            shared.append(
+                build_assess_context(
+                    session=session,
+                    incident_order_ids=scope,
+                    step_list=[s for s, _ in steps],
+                    now=now,
+                    with_customer_values=False,
+                )
+            )
+        return hard_blocks(st, rule, step_subjects(st.args), shared[0], policy)
+
     for step, approvers in steps:
         if halted:
             status[str(step.index)] = StepStatus.skipped.value
@@ -301,16 +338,13 @@ def _run_steps(
             continue
         now = _now(runtime)
 
-        def live(session: Session, st: PlanStep, now: datetime = now) -> list[Any]:
-            return validate_live(session=session, step=st, incident_order_ids=scope, now=now, policy=rc.policy)
-
         outcome: StepOutcome = run_step(
             engine=rc.engine,
             tool=tool,
             step=step,
             incident_id=inc.id,
             now=now,
-            live_check=live,
+            live_check=partial(_check_at, live, now),
             actor="agent" if not approvers else "agent+" + ",".join(approvers),
             approved_by=approvers,
             after_commit=rc.after_commit,
@@ -356,8 +390,10 @@ def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 result={"executed": [], "would_have_run": would},
             )
         return {}
-    todo = [(st, []) for st in plan.steps if status.get(str(st.index)) == StepStatus.approved.value]
-    return _run_steps(runtime, state, todo, "allowed by policy")  # type: ignore[arg-type]
+    todo: list[tuple[PlanStep, list[str]]] = [
+        (st, []) for st in plan.steps if status.get(str(st.index)) == StepStatus.approved.value
+    ]
+    return _run_steps(runtime, state, todo, "allowed by policy")
 
 
 def approve(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
@@ -404,6 +440,16 @@ def approval_payload(session: Session, req: Any, state: IncidentState) -> dict[s
     }
 
 
+def _closed_orders(engine: Any, step: PlanStep) -> list[str]:
+    from guardrails.policy import step_subjects
+    from tools.models import Order
+    from tools.state_machine import TERMINAL
+
+    with Session(engine) as s:
+        ids = step_subjects(step.args).order_ids
+        return [oid for oid in ids if (o := s.get(Order, oid)) is not None and o.status in TERMINAL]
+
+
 def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     """Run what supervisors approved (with their edits); the rest gets its safe default (not run)."""
     from sqlmodel import select
@@ -431,6 +477,12 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         # the approver's role is checked again here, where the action runs, not only at the API
         if not approvers or any(d.actor_role not in rc.approver_roles for d in approvers):
             status[str(idx)] = StepStatus.rejected.value
+            continue
+        closed = _closed_orders(rc.engine, step)
+        if closed:
+            # the world moved on while the step waited: an order it acts on was closed meanwhile
+            # (delivered, cancelled, failed), so the approved step is stale and is not run blindly
+            status[str(idx)] = StepStatus.stale.value
             continue
         todo.append((step, sorted({d.actor_id for d in approvers})))
     out = _run_steps(runtime, state, todo, f"approved in request {rid}")
@@ -493,7 +545,7 @@ def after_approve(state: IncidentState) -> Literal["execute_approved", "approve"
     raise AssertionError("approve returned without an approval_resolved flag")
 
 
-def build_graph() -> StateGraph:
+def build_graph() -> StateGraph[IncidentState, RunContext, IncidentState, IncidentState]:
     g = StateGraph(IncidentState, context_schema=RunContext)
     g.add_node("intake", intake)
     g.add_node("investigate", investigate_node)
@@ -515,7 +567,7 @@ def build_graph() -> StateGraph:
     return g
 
 
-def compile_graph(checkpointer: Any = None) -> CompiledStateGraph:
+def compile_graph(checkpointer: Any = None) -> CompiledStateGraph[Any, Any, Any, Any]:
     return build_graph().compile(checkpointer=checkpointer)
 
 

@@ -34,9 +34,12 @@ def add_commands(sub: Any) -> None:
 
 
 def run_command(args: argparse.Namespace) -> int:
+    from audit.logging import configure_logging
+
+    configure_logging(stream=sys.stderr)  # stdout carries only the result (JSON stays parseable)
     result = run_preset(preset=args.preset, seed=args.seed, db_url=args.db, planner=args.planner)
     if args.json:
-        print(json.dumps(result, indent=2, default=str))
+        sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
         print_human(result)
     return 0 if not result.get("error") else 1
@@ -100,7 +103,7 @@ def run_preset(
         "executed": len([e for e in first.get("executed", []) if e["status"] == "succeeded"]),
         "elapsed_ms": round(watch.first_mark_ms or total_ms, 1),
         "total_ms": round(total_ms, 1),
-        "audit": f"{_redact(db_url)} (table decisionrecord; verify: orderagent audit verify --db <url>)",
+        "audit": f"{_redact(db_url)} (table decisionrecord; verify: orderagent audit verify --database-url <url>)",
         "error": next((o.error for o in outcomes if o.error), None),
     }
 

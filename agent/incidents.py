@@ -16,7 +16,9 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
+from sqlalchemy import insert
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
@@ -94,6 +96,7 @@ def _ingest(
             by_order.setdefault(oid, inc)
     window = timedelta(seconds=window_s)
     results: list[IngestResult] = []
+    batch: list[dict[str, Any]] = []  # one multi-row INSERT instead of one ORM insert per event
     with session.no_autoflush:
         for event in events:
             if event.id in known:
@@ -109,6 +112,7 @@ def _ingest(
                 type=event.type.value,
                 received_at=now,
                 occurred_at=event.occurred_at,
+                event=event.model_dump(mode="json"),  # as received: `eval export` replays it
             )
             if one_by_one:
                 try:
@@ -127,7 +131,7 @@ def _ingest(
             else:
                 if new:
                     session.add(incident)
-                session.add(row)
+                batch.append(row.model_dump())
             if new:
                 open_incidents.append(incident)
             _absorb(incident, event, now)
@@ -137,6 +141,8 @@ def _ingest(
             known[event.id] = incident.id
             results.append(IngestResult(event.id, incident.id, duplicate=False, new_incident=new))
     session.flush()
+    if batch:
+        session.execute(insert(IncidentEvent), batch)
     return results
 
 

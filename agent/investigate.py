@@ -84,8 +84,11 @@ def _delivery_delay(incident: IncidentBrief, call: Call, snap: dict[str, Any]) -
     # event orders that the forecast no longer sees as late stay in the snapshot as not at risk
     snap["at_risk"] = at_risk
     snap["orders"] = dict(at_risk)
-    needing = [o["order_id"] for o in at_risk.values() if o.get("status") != "picked_up"]
+    # the orders needing a rider: none yet, or one that is no longer coming (stranded)
+    needing = [o["order_id"] for o in at_risk.values() if not o.get("rider_id") or o.get("basis") == "stranded"]
     _reassignment(needing, call, snap)
+    riders = call("find_available_riders", {"zone": incident.zone or None, "include_busy": False, "limit": 200})
+    snap["riders"] = riders.get("riders", []) if riders.get("ok", True) else []
     _quotes(snap, call)
 
 
@@ -117,7 +120,8 @@ def _active(snap: dict[str, Any]) -> list[str]:
 def _reassignment(order_ids: list[str], call: Call, snap: dict[str, Any]) -> None:
     if not order_ids:
         return
-    res = call("plan_reassignment", {"order_ids": order_ids})
+    # exact_time_limit_s=0: the heuristic's plan without the MILP bound (the hot path stays fast)
+    res = call("plan_reassignment", {"order_ids": order_ids[:500], "exact_time_limit_s": 0})
     if res.get("ok", True) is False:
         snap["reassignment_error"] = {"error": res.get("error"), "message": res.get("message")}
         return
@@ -132,8 +136,8 @@ def predicted_delays(snap: dict[str, Any]) -> dict[str, float]:
         if late is not None:
             delays[oid] = float(late)
     for a in (snap.get("reassignment") or {}).get("assignments", []):
-        if a.get("minutes_late") is not None:
-            delays[a["order_id"]] = float(a["minutes_late"])
+        if a.get("lateness_minutes") is not None:
+            delays[a["order_id"]] = float(a["lateness_minutes"])
     return delays
 
 

@@ -44,8 +44,10 @@ def record(
             prompt_version=plan.prompt_version,
             confidence=plan.confidence,
         )
-        if plan.usage:
-            fields.setdefault("attributes", {}).update({f"gen_ai.usage.{k}": v for k, v in plan.usage.items()})
+        attrs = dict(fields.pop("attributes", None) or {})
+        attrs.update({"gen_ai.provider.name": plan.model_provider, "gen_ai.request.model": plan.model_name})
+        attrs.update({f"gen_ai.usage.{k}": v for k, v in plan.usage.items()})
+        fields["attributes"] = attrs
     data.update({k: v for k, v in fields.items() if v is not None})
     return append_record(session=session, record=RecordIn(**data))
 

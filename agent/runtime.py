@@ -20,6 +20,7 @@ from datetime import datetime
 from typing import Any
 
 import structlog
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -120,14 +121,20 @@ class AgentRuntime:
             return self._locks.setdefault(thread_id, threading.Lock())
 
     @staticmethod
-    def config(thread_id: str) -> dict[str, Any]:
+    def config(thread_id: str) -> RunnableConfig:
         return {"configurable": {"thread_id": thread_id}}
 
     def _invoke(self, value: Any, thread_id: str) -> None:
         from audit.logging import bind_incident
 
         bind_incident(thread_id, thread_id)
-        self.graph.invoke(value, self.config(thread_id), context=self.context(), durability="sync")
+        # durability="sync": each checkpoint is written before the next node (and its writes) starts
+        self.graph.invoke(
+            value,
+            self.config(thread_id),
+            context=self.context(),  # type: ignore[call-overload]
+            durability="sync",
+        )
 
     # --- the facade -------------------------------------------------------------------------------
 

@@ -7,17 +7,15 @@ from the stored bytes without parsing them back: see audit/chain.py.
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict
 from pydantic import Field as PydField
-from sqlalchemy import Column, Index, Text
+from sqlalchemy import Column, DateTime, Index, Text
 from sqlalchemy.types import TypeDecorator
 from sqlmodel import Field, SQLModel
-
-from tools.models import ts_column
 
 SCHEMA_VERSION = 1
 
@@ -53,6 +51,45 @@ class CanonicalJSON(TypeDecorator[Any]):
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return None if value is None else orjson.loads(value)
+
+
+class UTCDateTime(TypeDecorator[datetime]):
+    """timestamptz that always comes back timezone-aware UTC (SQLite stores naive UTC text)."""
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        value = value if value.tzinfo else value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Any) -> datetime | None:
+        if value is None:
+            return None
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+ISO_STORAGE = "%(year)04d-%(month)02d-%(day)02dT%(hour)02d:%(minute)02d:%(second)02d.%(microsecond)06d+00:00"
+
+
+class RecordTime(UTCDateTime):
+    """UTCDateTime that SQLite stores as ISO 8601 text with +00:00: the exact form the record hash
+    uses, so verification reads it unconverted (PostgreSQL keeps timestamptz)."""
+
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Any) -> Any:
+        if dialect.name == "sqlite":
+            from sqlalchemy.dialects.sqlite import DATETIME
+
+            return dialect.type_descriptor(DATETIME(storage_format=ISO_STORAGE))
+        return dialect.type_descriptor(DateTime(timezone=True))
+
+
+def utc_column(nullable: bool = False, index: bool = False) -> Any:
+    return Field(default=None, sa_column=Column(UTCDateTime(), nullable=nullable, index=index))
 
 
 def cjson_column(nullable: bool = True) -> Any:
@@ -129,7 +166,7 @@ class DecisionRecord(SQLModel, table=True):
     id: str = Field(primary_key=True)
     schema_version: int = SCHEMA_VERSION
     seq: int = Field(unique=True, index=True)
-    recorded_at: datetime = ts_column()
+    recorded_at: datetime = Field(default=None, sa_column=Column(RecordTime(), nullable=False, index=True))
     stage: str
     incident_id: str | None = None
     thread_id: str | None = None
@@ -170,7 +207,7 @@ class Snapshot(SQLModel, table=True):
 
     sha256: str = Field(primary_key=True)
     content: Any = cjson_column(nullable=False)
-    created_at: datetime = ts_column()
+    created_at: datetime = utc_column()
 
 
 class ChainHead(SQLModel, table=True):

@@ -17,7 +17,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
 
-from audit.chain import GENESIS, record_hash
+from audit.chain import GENESIS, quantize, record_hash
 from audit.models import (
     JSON_FIELDS,
     SCALAR_FIELDS,
@@ -95,7 +95,7 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
         "model_version": record.model_version,
         "prompt_version": record.prompt_version,
         "policy_version": record.policy_version,
-        "confidence": None if record.confidence is None else float(record.confidence),
+        "confidence": quantize(record.confidence),
         "approver_id": record.approver_id,
         "approver_role": record.approver_role,
         "reason": record.reason,
@@ -196,7 +196,7 @@ def synthetic_rows(n: int, *, start: datetime | None = None) -> tuple[list[tuple
             "attributes": json_text({"gen_ai.operation.name": "plan", "gen_ai.request.model": "playbook"}),
         }
         prev = record_hash(values)
-        values["recorded_at"] = at.strftime("%Y-%m-%d %H:%M:%S.%f")
+        values["recorded_at"] = at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")  # RecordTime's SQLite form
         rows.append((*(values[c] for c in SYNTHETIC_COLUMNS[:-1]), prev))
     return rows, prev
 

@@ -52,8 +52,8 @@ class SetupOp(Strict):
     """A change to the world before the events: set fields of an entity (e.g. a customer note)."""
 
     op: Literal["set", "set_stock", "advance_minutes"]
-    entity: Literal["order", "rider", "customer", "store"] | None = None
-    id: str | None = None
+    entity: Literal["order", "order_line", "rider", "customer", "store"] | None = None
+    id: str | int | None = None
     fields: dict[str, Any] = {}
     store_id: str | None = None
     sku_id: str | None = None

@@ -56,6 +56,7 @@ def export_incident(*, incident_id: str, database_url: str | None = None) -> dic
             for r in s.exec(select(Rider).where(col(Rider.id).in_(inc.rider_ids or [""])))
             if r.status == RiderStatus.offline
         ]
+        setup += _subject_state(s, inc)
         plan_steps = {int(st["index"]): st for st in (inc.plan or {}).get("steps", [])}
         executed = {
             e.step_index
@@ -106,6 +107,42 @@ def export_incident(*, incident_id: str, database_url: str | None = None) -> dic
     }
     IncidentCase.model_validate(case)  # the export is a valid case or an error here, not at replay
     return case
+
+
+# order fields an exception changes (injectors and order systems); statuses and riders are left to replay
+ORDER_FIELDS = ("x", "y", "ready_at", "promised_at", "picked_up_at", "note")
+
+
+def _subject_state(s: Session, inc: Any) -> list[dict[str, Any]]:
+    """Set-up operations that put the incident's orders and their stock back as they stand now.
+
+    The world is rebuilt from its source, which lacks what the exception changed (an empty shelf, a
+    moved address, a stalled pickup): these ops restore it. Stock is taken for every SKU of the
+    orders' categories at every store, so substitutes and transfers see what the agent saw."""
+    from tools.models import Order, OrderLine, Sku, Stock, aware
+
+    ops: list[dict[str, Any]] = []
+    categories: set[str] = set()
+    for oid in inc.order_ids or []:
+        order = s.get(Order, oid)
+        if order is None:
+            continue
+        fields = {}
+        for f in ORDER_FIELDS:
+            v = getattr(order, f)
+            fields[f] = aware(v).isoformat() if hasattr(v, "isoformat") else v
+        ops.append({"op": "set", "entity": "order", "id": oid, "fields": fields})
+        for line in s.exec(select(OrderLine).where(OrderLine.order_id == oid)):
+            if line.status == "short":  # what picking found: replayed, not what the agent did after
+                ops.append({"op": "set", "entity": "order_line", "id": line.id, "fields": {"status": "short"}})
+            sku = s.get(Sku, line.substituted_from or line.sku_id)
+            if sku is not None:
+                categories.add(sku.category)
+    if categories:
+        skus = [k.id for k in s.exec(select(Sku).where(col(Sku.category).in_(sorted(categories))))]
+        for st in s.exec(select(Stock).where(col(Stock.sku_id).in_(skus)).order_by(col(Stock.store_id))):
+            ops.append({"op": "set_stock", "store_id": st.store_id, "sku_id": st.sku_id, "on_hand": st.on_hand})
+    return ops
 
 
 def _dedupe(patterns: list[dict[str, Any]]) -> list[dict[str, Any]]:

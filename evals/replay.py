@@ -18,11 +18,12 @@ from typing import Any
 from sqlmodel import Session, col, select
 
 from agent.settings import Settings, get_settings
-from evals.case import IncidentCase
+from evals.case import Expectations, IncidentCase
 from evals.evaluators import Check, EndState, StepRecord, expectation_checks, safety_checks, unintended_writes
 from evals.scenario import apply_op, build_world, case_events, resolve_bindings, substitute
 from tools.clock import FakeClock
 from tools.db import init_db, make_engine
+from tools.models import aware
 from tools.service import get_world, world_now
 
 BASELINES = ("noop", "greedy")
@@ -97,7 +98,7 @@ def read_trajectory(*, session: Session, incident_ids: list[str]) -> list[StepRe
                 and str(appr.status) == "approved"
                 and ran is not None
                 and appr.decided_at is not None
-                and appr.decided_at <= ran.started_at
+                and aware(appr.decided_at) <= aware(ran.started_at)
             )
             steps.append(
                 StepRecord(
@@ -147,7 +148,7 @@ def read_end_state(*, session: Session, incident_ids: list[str], since: Any) -> 
         {
             str(o.rider_id)
             for o in session.exec(select(Order).where(col(Order.rider_id).in_(offline or {""})))
-            if o.assigned_at is not None and o.assigned_at >= since and str(o.status) == "assigned"
+            if o.assigned_at is not None and aware(o.assigned_at) >= since and str(o.status) == "assigned"
         }
     )
     return EndState(
@@ -175,7 +176,7 @@ def on_time_after(*, session: Session, order_ids: set[str], horizon_minutes: int
     on_time = 0
     for oid in order_ids:
         o = session.get(Order, oid)
-        if o is not None and o.delivered_at is not None and o.delivered_at <= o.promised_at:
+        if o is not None and o.delivered_at is not None and aware(o.delivered_at) <= aware(o.promised_at):
             on_time += 1
     return on_time / len(order_ids)
 
@@ -323,10 +324,11 @@ def run_trial(
                 horizon_minutes=case.expect.horizon_minutes,
                 seed=case.world.seed,
             )
-        checks = expectation_checks(case.expect, steps, end, len(incident_ids)) + safety_checks(case.expect, steps, end)
+        expect = Expectations.model_validate(substitute(case.expect.model_dump(), bound))
+        checks = expectation_checks(expect, steps, end, len(incident_ids)) + safety_checks(expect, steps, end)
         if error:
             checks.append(Check("no_error", False, error))
-        bad, writes = unintended_writes(case.expect, steps)
+        bad, writes = unintended_writes(expect, steps)
         return TrialResult(
             case_id=case.id,
             planner=planner,

@@ -7,14 +7,14 @@ an order stops moving) and return the ExceptionEvent an order system would send 
 from __future__ import annotations
 
 import re
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlmodel import Session, col, func, select
 
 from evals.case import Binding, EventSpec, IncidentCase, SetupOp
 from tools.events import ExceptionEvent, ExceptionType
-from tools.models import Customer, Order, OrderLine, Rider, RiderStatus, Sku, Stock, Store, StoreKind, Weather
+from tools.models import Customer, Order, OrderLine, Rider, RiderStatus, Sku, Stock, Store, StoreKind, Weather, aware
 from tools.service import get_world, set_world_now, world_now
 from tools.state_machine import ACTIVE, OrderStatus
 
@@ -111,7 +111,13 @@ def _select(session: Session, name: str) -> Any:
     raise ScenarioError(f"unknown selector {name!r}")
 
 
-ENTITIES: dict[str, Any] = {"order": Order, "rider": Rider, "customer": Customer, "store": Store}
+ENTITIES: dict[str, Any] = {
+    "order": Order,
+    "order_line": OrderLine,
+    "rider": Rider,
+    "customer": Customer,
+    "store": Store,
+}
 
 
 def resolve_bindings(*, session: Session, bind: dict[str, Binding]) -> dict[str, dict[str, Any]]:
@@ -175,6 +181,8 @@ def apply_op(*, session: Session, op: SetupOp, bound: dict[str, dict[str, Any]])
         rows = [row]
     for row in rows:
         for key, value in substitute(op.fields, bound).items():
+            if key.endswith("_at") and isinstance(value, str):
+                value = aware(datetime.fromisoformat(value))
             setattr(row, key, value)
         if isinstance(row, Order):
             row.version += 1

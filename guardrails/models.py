@@ -11,7 +11,7 @@ from pydantic import BaseModel
 from sqlalchemy import JSON, Column, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
-from tools.models import ts_column
+from audit.models import utc_column
 
 
 class RequestStatus(StrEnum):
@@ -45,9 +45,9 @@ class ApprovalRequestBase(SQLModel):
 
 class ApprovalRequest(ApprovalRequestBase, table=True):
     id: str = Field(primary_key=True)
-    requested_at: datetime = ts_column()
-    expires_at: datetime = ts_column()
-    resolved_at: datetime | None = ts_column(nullable=True)
+    requested_at: datetime = utc_column()
+    expires_at: datetime = utc_column(index=True)
+    resolved_at: datetime | None = utc_column(nullable=True)
     risk_reasons: list = Field(default_factory=list, sa_column=Column(JSON))
     explanation: dict = Field(default_factory=dict, sa_column=Column(JSON))
     # the incident's order scope, so an edit is re-assessed against the same boundary
@@ -73,7 +73,7 @@ class ApprovalStep(SQLModel, table=True):
     status: ApprovalStatus = Field(default=ApprovalStatus.pending)
     approvals: list = Field(default_factory=list, sa_column=Column(JSON))  # distinct approver ids
     edited: bool = False
-    decided_at: datetime | None = ts_column(nullable=True)
+    decided_at: datetime | None = utc_column(nullable=True)
     outcome: str = ""  # approved | rejected | the tool's safe default on expiry
     version: int = 0  # bumped on every decision: a decision applies only to the version it read
 
@@ -91,7 +91,7 @@ class ApprovalDecision(SQLModel, table=True):
     reason: str = ""
     actor_id: str
     actor_role: str
-    decided_at: datetime = ts_column()
+    decided_at: datetime = utc_column()
 
 
 class DecisionResult(BaseModel):

@@ -173,6 +173,19 @@ def _high_value(facts: OrderFacts, policy: Policy) -> bool:
     return facts.customer_value_cents is not None and facts.customer_value_cents > hv.value_12m_above_cents
 
 
+def _money(rule: ToolRule, subj: StepSubjects) -> list[MoneyItem]:
+    """Amounts count as money only for money tools (a notice may quote an amount without paying it)."""
+    return subj.money if rule.risk == "money" else []
+
+
+def step_spend(step: PlanStep, policy: Policy | None = None) -> int:
+    """The money a step would pay out, in cents (0 for tools that do not pay)."""
+    rule = (policy or load_policy()).tool_rule(step.tool)
+    if rule is None:
+        return 0
+    return sum(m.amount_cents for m in _money(rule, step_subjects(step.args)) if m.amount_cents > 0)
+
+
 def _block(code: str, message: str, rule: str) -> Reason:
     return Reason(code=code, message=message, rule=rule, tier=0)
 
@@ -252,8 +265,9 @@ def _approval_reasons(
 ) -> list[Reason]:
     out: list[Reason] = []
     comp = policy.compensation
-    step_spend = sum(m.amount_cents for m in subj.money if m.amount_cents > 0)
-    for item in subj.money:
+    money = _money(rule, subj)
+    step_spend = sum(m.amount_cents for m in money if m.amount_cents > 0)
+    for item in money:
         if item.amount_cents <= 0:
             continue
         if item.kind == "refund" and comp.refunds_need_approval:
@@ -345,15 +359,33 @@ def assess(step: PlanStep, ctx: AssessContext, policy: Policy | None = None) -> 
 
 
 def assess_plan(steps: list[PlanStep], ctx: AssessContext, policy: Policy | None = None) -> dict[int, Verdict]:
-    """Assess steps in order; money of each non-blocked step counts against the budget of the next."""
+    """Assess steps in order. Money of each non-blocked step counts against the budget of the next,
+    and cancellations add up across the plan (six one-order cancel steps are a mass cancellation)."""
     policy = policy or load_policy()
     spent = ctx.incident_spent_cents
     out: dict[int, Verdict] = {}
+    cancelled: list[str] = []
     for step in steps:
         verdict = assess(step, ctx.model_copy(update={"incident_spent_cents": spent}), policy)
         out[step.index] = verdict
         if verdict.decision != Decision.block:
-            spent += sum(m.amount_cents for m in step_subjects(step.args).money if m.amount_cents > 0)
+            spent += step_spend(step, policy)
+            rule = policy.tool_rule(step.tool)
+            if rule is not None and rule.risk == "cancel":
+                cancelled += [o for o in step_subjects(step.args).order_ids if o not in cancelled]
+    limit = policy.cancellation.tier2_above_orders
+    if len(cancelled) > limit:
+        for step in steps:
+            rule = policy.tool_rule(step.tool)
+            v = out[step.index]
+            if rule is not None and rule.risk == "cancel" and v.decision == Decision.needs_approval:
+                reason = _ask(
+                    "mass_cancellation",
+                    f"the plan cancels {len(cancelled)} orders (more than {limit})",
+                    "cancel.tier2_orders",
+                    2,
+                )
+                out[step.index] = v.model_copy(update={"reasons": [*v.reasons, reason], "approvals_required": 2})
     return out
 
 

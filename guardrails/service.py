@@ -28,10 +28,10 @@ from guardrails.models import (
     DecisionResult,
     RequestStatus,
 )
-from guardrails.policy import Policy, assess, load_policy, step_subjects
-from guardrails.validation import build_assess_context, schema_errors
+from guardrails.policy import Policy, assess, load_policy, step_spend, step_subjects
+from guardrails.validation import build_assess_context, incident_spent_cents, schema_errors
 from guardrails.verdict import Decision, Verdict
-from tools.models import Compensation, Escalation, aware
+from tools.models import Escalation, aware
 from tools.state_machine import Conflict, DomainError, NotFound
 
 DECIDER_ROLES = frozenset({"supervisor", "admin"})
@@ -217,14 +217,12 @@ def request_public(*, session: Session, request_id: str) -> ApprovalRequestPubli
 
 def _incident_spend(*, session: Session, req: ApprovalRequest, exclude_index: int) -> int:
     """Money already issued in the incident plus money approved elsewhere in this request."""
-    issued = session.exec(
-        select(func.coalesce(func.sum(Compensation.amount_cents), 0)).where(Compensation.incident_id == req.incident_id)
-    ).one()
+    issued = incident_spent_cents(session=session, incident_id=req.incident_id)
     approved = 0
     for st in list_steps(session=session, request_id=req.id):
         if st.step_index != exclude_index and st.status == ApprovalStatus.approved:
-            approved += sum(m.amount_cents for m in step_subjects(st.args).money if m.amount_cents > 0)
-    return int(issued or 0) + approved
+            approved += step_spend(PlanStep.model_validate({**st.plan_step, "args": st.args}))
+    return issued + approved
 
 
 def _edited_args(step: ApprovalStep, edited_args: dict[str, Any] | None) -> dict[str, Any]:

@@ -7,6 +7,7 @@ rather than executed blindly.
 
 from __future__ import annotations
 
+import importlib
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,8 @@ from agent.plan import PlanStep
 from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
 from guardrails.policy import Policy, hard_blocks, load_policy, step_subjects
 from guardrails.verdict import Reason
-from tools.models import Customer, Order, Rider
+from tools.base import Tool
+from tools.models import Compensation, Customer, Order, Rider, aware
 from tools.state_machine import OrderStatus
 
 log = structlog.get_logger(__name__)
@@ -52,6 +54,14 @@ def _customer_values(*, session: Session, customer_ids: list[str], now: datetime
         log.warning("customer_value_unavailable", error=str(exc))
         return {}
     return {cid: int(v.expected_value_12m_cents) for cid, v in values.items()}
+
+
+def incident_spent_cents(*, session: Session, incident_id: str) -> int:
+    """Money already paid out in an incident (its Compensation rows): the start of its budget count."""
+    total = session.exec(
+        select(func.coalesce(func.sum(Compensation.amount_cents), 0)).where(Compensation.incident_id == incident_id)
+    ).one()
+    return int(total or 0)
 
 
 def build_assess_context(
@@ -105,7 +115,7 @@ def build_assess_context(
         for r in session.exec(select(Rider).where(Rider.id.in_(rider_ids))):  # type: ignore[attr-defined]
             rider_facts[r.id] = RiderFacts(
                 status=str(r.status.value if hasattr(r.status, "value") else r.status),
-                shift_end=r.shift_end,
+                shift_end=aware(r.shift_end),
                 load=int(loads.get(r.id, 0)),
                 capacity=r.capacity,
             )
@@ -120,14 +130,23 @@ def build_assess_context(
     )
 
 
-def schema_errors(tool_name: str, args: dict[str, Any]) -> list[Reason]:
-    """Block reasons when the tool is unknown or the arguments do not match its schema."""
-    from tools.registry import get_tool
+def find_tool(name: str) -> Tool[Any, Any] | None:
+    """The registered tool called ``name``; while another tool module is missing, import just this one."""
+    from tools import registry
 
     try:
-        tool = get_tool(tool_name)
+        return registry.get_tool(name)
     except ModuleNotFoundError:
-        tool = None
+        for path in registry.TOOL_MODULES:
+            if path.rsplit(".", 1)[1] == name:
+                obj = getattr(importlib.import_module(path), name, None)
+                return obj if isinstance(obj, Tool) else None
+        return None
+
+
+def schema_errors(tool_name: str, args: dict[str, Any]) -> list[Reason]:
+    """Block reasons when the tool is unknown or the arguments do not match its schema."""
+    tool = find_tool(tool_name)
     if tool is None:
         return [Reason(code="unknown_tool", message=f"tool {tool_name!r} is not registered", rule="tools")]
     try:

@@ -96,7 +96,7 @@ def _steps_of(session: Session, request_ids: list[str]) -> dict[str, list[Approv
     return out
 
 
-def _request_dict(req: ApprovalRequest, steps: list[ApprovalStep]) -> dict[str, Any]:
+def _request_dict(req: ApprovalRequest, steps: list[ApprovalStep], now: datetime | None) -> dict[str, Any]:
     ok, why = low_risk(steps) if req.status == RequestStatus.pending else (False, f"request is {req.status}")
     return {
         "id": req.id,
@@ -106,6 +106,8 @@ def _request_dict(req: ApprovalRequest, steps: list[ApprovalStep]) -> dict[str, 
         "requested_at": aware(req.requested_at).isoformat(),
         "expires_at": aware(req.expires_at).isoformat(),
         "resolved_at": aware(req.resolved_at).isoformat() if req.resolved_at else None,
+        # by the service's clock: the console counts down from this, whatever the browser's clock says
+        "seconds_left": max(0.0, (aware(req.expires_at) - now).total_seconds()) if now else None,
         "required_approvals": req.required_approvals,
         "confidence": req.confidence,
         "policy_version": req.policy_version,
@@ -117,7 +119,9 @@ def _request_dict(req: ApprovalRequest, steps: list[ApprovalStep]) -> dict[str, 
     }
 
 
-def list_views(*, session: Session, status: str | None, incident_id: str | None, limit: int = 500) -> list[dict]:
+def list_views(
+    *, session: Session, status: str | None, incident_id: str | None, now: datetime | None = None, limit: int = 500
+) -> list[dict]:
     stmt = select(ApprovalRequest)
     if status:
         stmt = stmt.where(ApprovalRequest.status == status)
@@ -125,14 +129,14 @@ def list_views(*, session: Session, status: str | None, incident_id: str | None,
         stmt = stmt.where(ApprovalRequest.incident_id == incident_id)
     reqs = list(session.exec(stmt.order_by(col(ApprovalRequest.expires_at), col(ApprovalRequest.id)).limit(limit)))
     steps = _steps_of(session, [r.id for r in reqs])
-    return [_request_dict(r, steps[r.id]) for r in reqs]
+    return [_request_dict(r, steps[r.id], now) for r in reqs]
 
 
-def detail_view(*, session: Session, request_id: str) -> dict[str, Any] | None:
+def detail_view(*, session: Session, request_id: str, now: datetime | None = None) -> dict[str, Any] | None:
     req = session.get(ApprovalRequest, request_id)
     if req is None:
         return None
-    view = _request_dict(req, _steps_of(session, [req.id])[req.id])
+    view = _request_dict(req, _steps_of(session, [req.id])[req.id], now)
     incident = session.get(Incident, req.incident_id)
     view["incident"] = (
         {

@@ -169,3 +169,23 @@ def incident_detail(*, session: Session, incident: Any) -> dict[str, Any]:
         "executions": [e.model_dump(mode="json") for e in executed],
         "timeline": audit_timeline(session=session, incident_id=incident.id),
     }
+
+
+def order_view(*, session: Session, order_id: str) -> dict[str, Any] | None:
+    """One order with its lines, history, rider and compensations, as JSON-able dicts."""
+    from tools.models import Compensation, Order, OrderEvent, OrderLine, Rider
+
+    order = session.get(Order, order_id)
+    if order is None:
+        return None
+    lines = session.exec(select(OrderLine).where(OrderLine.order_id == order_id).order_by(col(OrderLine.id)))
+    history = session.exec(select(OrderEvent).where(OrderEvent.order_id == order_id).order_by(col(OrderEvent.id)))
+    comps = session.exec(select(Compensation).where(Compensation.order_id == order_id).order_by(col(Compensation.id)))
+    rider = session.get(Rider, order.rider_id) if order.rider_id else None
+    return {
+        "order": order.model_dump(mode="json"),
+        "lines": [line.model_dump(mode="json") for line in lines],
+        "history": [ev.model_dump(mode="json") for ev in history],
+        "compensations": [c.model_dump(mode="json") for c in comps],
+        "rider": rider.model_dump(mode="json") if rider else None,
+    }

@@ -50,8 +50,8 @@ class IncidentWorker:
         self.settings = settings
         self.metrics = metrics
         self.clock = clock or SystemClock()
-        self.runtime = runtime if runtime is not None else build_runtime(
-            engine=engine, settings=settings, clock=self.clock
+        self.runtime = (
+            runtime if runtime is not None else build_runtime(engine=engine, settings=settings, clock=self.clock)
         )
         self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-run")
         self._queued: set[str] = set()
@@ -93,8 +93,10 @@ class IncidentWorker:
             self._queued.discard(incident_id)
         started = time.perf_counter()
         try:
+            runtime = self.runtime
+            assert runtime is not None  # only scheduled by submit(), which requires it
             with self.run_lock:
-                outcome = self.runtime.run_incident(incident_id)
+                outcome = runtime.run_incident(incident_id)
         except Exception:
             log.exception("incident run failed", incident_id=incident_id)
             self.metrics.inc("orderagent_incident_runs_total", outcome="error")
@@ -133,10 +135,12 @@ class IncidentWorker:
         self._ticker.start()
 
     def _tick(self) -> None:
+        runtime = self.runtime
+        assert runtime is not None  # start() does not start the ticker without a runtime
         while not self._stop.wait(self._expire_every_s):
             try:
                 with self.run_lock:
-                    self.runtime.expire_due()
+                    runtime.expire_due()
             except Exception:
                 log.exception("expiring approvals failed")
 

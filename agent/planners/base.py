@@ -33,7 +33,9 @@ PRIOR_ESCALATE = 0.95
 PRIOR_SUBSTITUTE = 0.85
 PRIOR_TRANSFER = 0.8
 PRIOR_EXPEDITE = 0.7
-PRIOR_COMPENSATION = 0.8  # when the quote carries no fit quality
+# when the quote carries no fit quality: the model is trained on a policy-labelled history and
+# checked against it by its own tests, so its amounts are trusted like a written policy table
+PRIOR_COMPENSATION = 0.9
 PRIOR_REFUND = 0.9  # a partial refund of a missing item's price: the amount is the price
 
 

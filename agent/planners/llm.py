@@ -82,12 +82,12 @@ class LlmPlanner:
         try:
             plan = self._plan(incident, snapshot, ctx, usage)
         except Exception as exc:  # every failure has the same safe answer: the playbook
-            reason = exc.code if isinstance(exc, PlannerFailure) else _classify(exc)
-            log.warning("llm_planner_fallback", incident_id=incident.id, reason=reason, error=str(exc)[:300])
+            reason = str(exc) if isinstance(exc, PlannerFailure) else f"{_classify(exc)}: {exc}"
+            log.warning("llm_planner_fallback", incident_id=incident.id, reason=reason[:400])
             fb = self.fallback.plan(incident, snapshot, ctx)
             return fb.model_copy(
                 update={
-                    "fallback_reason": f"{reason}: {str(exc)[:300]}",
+                    "fallback_reason": reason[:400],
                     "usage": usage,
                     "prompt_version": PROMPT_VERSION,
                 }

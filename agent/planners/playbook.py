@@ -108,7 +108,10 @@ def reassignment_steps(snapshot: dict[str, Any]) -> list[PlanStep]:
     """apply_reassignment of the solver's plan, in chunks; confidence = the share of the chunk's
     orders the solver predicts on time, or at least IMPROVED_MINUTES earlier than now forecast."""
     plan = snapshot.get("reassignment") or {}
-    moves = [a for a in plan.get("assignments", []) if a.get("rider_id")]
+    # a "move" to the rider the order already has changes nothing: not proposed
+    moves = [a for a in plan.get("assignments", []) if a.get("rider_id") and a["rider_id"] != a.get("current_rider_id")]
+    # one rider's orders stay in one step, so each step's capacity check sees the rider's whole change
+    moves.sort(key=lambda a: (a["rider_id"], a["order_id"]))
     if not moves:
         return []
     before = {
@@ -121,16 +124,13 @@ def reassignment_steps(snapshot: dict[str, Any]) -> list[PlanStep]:
         good = 0
         on_time = 0
         for a in chunk:
-            after = float(a.get("minutes_late") or 0.0)
+            after = float(a.get("lateness_minutes") or 0.0)
             on_time += after <= 0.0
             good += after <= 0.0 or after <= before.get(a["order_id"], after) - IMPROVED_MINUTES
         steps.append(
             _step(
                 "apply_reassignment",
-                {
-                    "assignments": [{"order_id": a["order_id"], "rider_id": a["rider_id"]} for a in chunk],
-                    "reason": "re-planned by the solver for the incident",
-                },
+                {"assignments": [{"order_id": a["order_id"], "rider_id": a["rider_id"]} for a in chunk]},
                 f"solver re-plan: {on_time}/{len(chunk)} orders predicted on time after the move",
                 good / len(chunk),
                 orders_on_time=on_time,

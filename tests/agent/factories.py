@@ -18,7 +18,7 @@ EPOCH = datetime(2026, 3, 1, 0, 0, tzinfo=UTC)
 NOW = EPOCH + timedelta(minutes=18 * 60)
 
 
-def build_world(engine: Engine, *, n_orders: int = 4, note: str = "") -> list[str]:
+def build_world(engine: Engine, *, n_orders: int = 4, note: str = "", promise_minutes: float = 30) -> list[str]:
     """One store in zone z1, three idle riders, ``n_orders`` confirmed orders of 2500 cents."""
     with session_scope(engine) as s:
         s.add(WorldInfo(name="test", source="test", seed=1, epoch=EPOCH, now=NOW))
@@ -59,7 +59,7 @@ def build_world(engine: Engine, *, n_orders: int = 4, note: str = "") -> list[st
                     note=note if i == 0 else "",
                     placed_at=NOW - timedelta(minutes=10),
                     ready_at=NOW + timedelta(minutes=5),
-                    promised_at=NOW + timedelta(minutes=30),
+                    promised_at=NOW + timedelta(minutes=promise_minutes),
                 )
             )
             s.flush()

@@ -82,8 +82,8 @@ class FakeOpenAI:
 
     @property
     def base_url(self) -> str:
-        host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}/v1"
+        port = self.server.server_address[1]
+        return f"http://127.0.0.1:{port}/v1"
 
     def push(self, *items: dict[str, Any]) -> None:
         with self._lock:

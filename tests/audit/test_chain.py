@@ -140,11 +140,38 @@ def test_appended_record_without_head_is_found(engine: Engine) -> None:
 
 def test_verification_throughput() -> None:
     """The target is >= 100,000 records/s on an idle core; the bound here is loose for shared CI."""
-    result = bench_verify(n=20_000)
-    assert result["ok"] and result["records"] == 20_000
+    result = bench_verify(n=10_000)
+    assert result["ok"] and result["records"] == 10_000
     assert result["records_per_s"] > 10_000, result
 
 
 @pytest.mark.parametrize("n", [1, 2])
 def test_bench_tiny(n: int) -> None:
     assert bench_verify(n=n)["records"] == n
+
+
+def test_database_rendering_matches_python_for_awkward_values(engine: Engine) -> None:
+    """Verification hashes the document as the database renders it: every control character,
+    quote, backslash, non-ASCII text and odd confidence must come out exactly as at append."""
+    from audit.models import RecordIn
+    from audit.service import append_record
+
+    awkward = "".join(chr(i) for i in range(1, 32)) + '"\\/\x7f é \u2028 \u2029 \ufeff 😀 </script>'
+    with Session(engine) as session:
+        for i, conf in enumerate((None, 0.0, 1.0, 1e-06, 0.1 + 0.2, 0.8499999, 2 / 3)):
+            append_record(
+                session=session,
+                record=RecordIn(
+                    stage="decision",
+                    incident_id=f"inc {awkward}",
+                    reason=awkward * (i + 1),
+                    approver_id="sup'; DROP TABLE x; --",
+                    confidence=conf,
+                    steps=[{"args": {"note": awkward, "n": 1.5e-7, "big": 2**53}}],
+                    attributes={"gen_ai.usage.input_tokens": i},
+                ),
+            )
+        session.commit()
+    rep = _verify(engine)
+    assert rep.ok, rep.problem
+    assert rep.records == 7

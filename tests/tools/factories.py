@@ -271,7 +271,16 @@ def build_small_world(session: Session) -> SmallWorld:
     )
     # O7: ready at D2, already overdue
     make_order(
-        session, "O7", store_id="D2", customer_id="C3", x=3000, y=3000, status=OrderStatus.ready, placed=-60, ready=-20, promised=-5
+        session,
+        "O7",
+        store_id="D2",
+        customer_id="C3",
+        x=3000,
+        y=3000,
+        status=OrderStatus.ready,
+        placed=-60,
+        ready=-20,
+        promised=-5,
     )
     # O8: south zone, at D3
     make_order(

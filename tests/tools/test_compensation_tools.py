@@ -13,7 +13,7 @@ from tools.compensation import features as feat
 from tools.compensation import service
 from tools.compensation.issue_compensation import issue_compensation
 from tools.compensation.quote_compensation import quote_compensation
-from tools.models import Compensation, Customer, OrderEvent
+from tools.models import Compensation, Customer, Order, OrderEvent
 
 
 @pytest.fixture
@@ -191,3 +191,74 @@ def test_lost_race_on_the_unique_key_returns_the_winner(world, engine, monkeypat
     assert count(world, Compensation) == 1
     assert world.get(Customer, "C2").compensations_count == 3
     assert count(world, OrderEvent, kind="compensation") == 1
+
+
+# end to end on a generated world, with the real ETA (H5) and LTV (H3) models --------------------------
+
+
+def test_quote_then_issue_on_a_generated_world(engine):
+    from tools.service import world_now
+    from tools.state_machine import TERMINAL
+    from tools.world.generate import generate_world
+
+    with Session(engine, expire_on_commit=False) as s:
+        generate_world(session=s, preset="small", seed=1)
+        s.commit()
+        now = world_now(session=s)
+        orders = list(s.exec(select(Order)))
+        c = ToolContext(session=s, now=now, incident_id="INC-W")
+        out = quote_compensation.invoke(c, {"order_ids": [o.id for o in orders]})
+        assert out["ok"] and out["errors"] == [] and len(out["quotes"]) == len(orders)
+        active = {o.id for o in orders if o.status not in TERMINAL}
+        for q in out["quotes"]:
+            assert q["value_source"] == "ltv_model"
+            if q["order_id"] in active:
+                assert q["delay_source"] == "eta_model"
+            if q["features"]["delay_minutes"] <= 0:
+                assert q["amount_cents"] == 0 and q["kind"] == "none"
+        best = max(out["quotes"], key=lambda q: q["amount_cents"])
+        assert best["amount_cents"] > 0 and best["kind"] in ("coupon", "credit", "refund")
+        before = s.get(Customer, best["customer_id"]).compensations_count
+        args = {k: best[k] for k in ("order_id", "kind", "amount_cents")}
+        paid = issue_compensation.invoke(c, {**args, "reason": best["explanation"]["summary"], "idempotency_key": "w1"})
+        again = issue_compensation.invoke(c, {**args, "reason": "retry", "idempotency_key": "w1"})
+        s.commit()
+        assert paid["ok"] and not paid["duplicate"] and again["duplicate"]
+        assert s.get(Customer, best["customer_id"]).compensations_count == before + 1
+        assert count(s, Compensation) == 1
+
+
+@pytest.mark.postgres
+def test_concurrent_payers_with_one_key_pay_once_on_postgres():
+    """Two sessions race for one key for real: the second blocks on the unique index until the first
+    commits, then loses and returns the first's payment."""
+    import threading
+
+    from tests.conftest import postgres_engine
+
+    gen = postgres_engine()
+    eng = next(gen)
+    try:
+        with Session(eng) as setup:
+            build_world(setup)
+            setup.commit()
+        with Session(eng) as a, Session(eng) as b:
+            first = issue_compensation.invoke(ctx(a), {**PAY, "idempotency_key": "rk"})  # not committed yet
+            box: dict = {}
+            t = threading.Thread(
+                target=lambda: box.update(out=issue_compensation.invoke(ctx(b), {**PAY, "idempotency_key": "rk"}))
+            )
+            t.start()
+            t.join(timeout=1.0)
+            assert t.is_alive()  # blocked behind a's uncommitted row
+            a.commit()
+            t.join(timeout=30)
+            b.commit()
+        assert first["duplicate"] is False
+        assert box["out"]["ok"] and box["out"]["duplicate"] is True
+        assert box["out"]["compensation_id"] == first["compensation_id"]
+        with Session(eng) as check:
+            assert count(check, Compensation) == 1
+            assert check.get(Customer, "C2").compensations_count == 3
+    finally:
+        gen.close()

@@ -87,27 +87,27 @@ def test_transfer_leg_follows_travel_rule(world: Engine) -> None:
         assert leg.minutes == 20 + 4 + 4  # 2 km at 100 m/min, plus loading at both ends
 
 
-@pytest.mark.parametrize("trial", range(3))
-def test_two_sessions_race_for_the_last_unit(world: Engine, trial: int) -> None:
-    set_stock(world, "D1", "rye-bread", on_hand=1, reserved=0)
-    barrier = threading.Barrier(2)
-    results: list[object] = []
+def test_two_sessions_race_for_the_last_unit(world: Engine) -> None:
+    for _trial in range(3):
+        set_stock(world, "D1", "rye-bread", on_hand=1, reserved=0)
+        barrier = threading.Barrier(2)
+        results: list[object] = []
 
-    def attempt() -> None:
-        with Session(world) as s:
-            s.get(Stock, ("D1", "rye-bread"))  # both have read "1 available" before either writes
-            barrier.wait()
-            ok = reserve(session=s, store_id="D1", sku_id="rye-bread", qty=1)
-            s.commit()
-            results.append(ok)
+        def attempt(barrier: threading.Barrier = barrier, results: list[object] = results) -> None:
+            with Session(world) as s:
+                s.get(Stock, ("D1", "rye-bread"))  # both have read "1 available" before either writes
+                barrier.wait()
+                ok = reserve(session=s, store_id="D1", sku_id="rye-bread", qty=1)
+                s.commit()
+                results.append(ok)
 
-    threads = [threading.Thread(target=attempt) for _ in range(2)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=30)
-    assert sorted(results, key=str) == [False, True]
-    assert stock(world, "D1", "rye-bread") == (1, 1)
+        threads = [threading.Thread(target=attempt) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=30)
+        assert sorted(results, key=str) == [False, True]
+        assert stock(world, "D1", "rye-bread") == (1, 1)
 
 
 def test_two_tool_calls_race_for_the_last_unit(world: Engine) -> None:

@@ -56,6 +56,7 @@ def _world(session: Session) -> m.Order:
     session.add(m.WorldInfo(name="t", source="test", epoch=EPOCH, now=EPOCH))
     session.add(m.Store(id="s1", name="S", x=0, y=0))
     session.add(m.Customer(id="c1", name="C"))
+    session.flush()  # parents first: the tables have foreign keys but no ORM relationships
     order = m.Order(
         id="o1",
         customer_id="c1",

@@ -27,7 +27,7 @@ import time
 from typing import Any, Literal
 
 import numpy as np
-from pydantic import BaseModel
+from pydantic import BaseModel, TypeAdapter
 
 from tools.compensation import history as hist
 from tools.compensation.features import CompensationFeatures
@@ -46,11 +46,12 @@ FEATURE_LABELS: dict[str, str] = {
 }
 TOP_FACTORS = 4
 
-# Small trees: the policy is smooth, the test error is at the noise floor with 7 leaves, and
-# TreeSHAP cost grows with leaves x depth^2, which keeps a 278-order explained batch fast.
+# Small trees, few rounds: the policy is smooth and TreeSHAP cost grows with trees x leaves x depth^2.
+# On a 5,000-row hold-out, 80 rounds of 7 leaves are 27 cents (MAE) from the noise-free policy against
+# 25 cents for 120 rounds, at two thirds of the SHAP cost of a 278-order batch.
 TRAIN_PARAMS: dict[str, Any] = {
     "objective": "regression",
-    "learning_rate": 0.18,
+    "learning_rate": 0.25,
     "num_leaves": 7,
     "min_data_in_leaf": 40,
     "feature_fraction": 1.0,
@@ -61,7 +62,7 @@ TRAIN_PARAMS: dict[str, Any] = {
     "num_threads": 1,
     "verbose": -1,
 }
-NUM_ROUNDS = 120
+NUM_ROUNDS = 80
 CATEGORICAL = ["channel"]
 
 
@@ -154,63 +155,71 @@ class CompensationModel:
         order_value = X[:, hist.FEATURES.index("order_value_cents")]
         cap = np.where(kinds == 2, np.minimum(order_value, hist.POLICY_CAP_CENTS), hist.POLICY_CAP_CENTS)
         amounts = hist.to_grid(raw, cap)
-        quotes = []
-        for i in range(len(features_list)):
-            amount = int(amounts[i])
+        # shares and ranking for the whole batch at once; the per-row loop only assembles objects
+        total = np.abs(phi).sum(axis=1, keepdims=True)
+        shares = np.round(100.0 * np.abs(phi) / np.where(total > 0, total, 1.0), 1)
+        ranks = np.argsort(-np.abs(phi), axis=1, kind="stable")
+        rows = []
+        for i, amount in enumerate(amounts.tolist()):
             kind = hist.KINDS[int(kinds[i])] if amount > 0 else "none"
-            quotes.append(
-                Quote(
-                    kind=kind,  # type: ignore[arg-type]
-                    amount_cents=amount,
-                    explanation=_explanation(base, float(raw[i]), phi[i], amount, kind),
-                    model_version=self.version,
-                )
+            explanation = _explanation(
+                base, float(raw[i]), phi[i].tolist(), shares[i].tolist(), ranks[i].tolist(), amount, kind
             )
-        return quotes
+            rows.append(
+                {"kind": kind, "amount_cents": amount, "explanation": explanation, "model_version": self.version}
+            )
+        # one validation call in pydantic-core for the batch: far cheaper than building objects in Python
+        return _QUOTES.validate_python(rows)
 
 
-def _explanation(base: float, prediction: float, phi: np.ndarray, amount: int, kind: str) -> Explanation:
+_QUOTES = TypeAdapter(list[Quote])
+
+
+def _explanation(
+    base: float,
+    prediction: float,
+    phi: list[float],
+    shares: list[float],
+    ranks: list[int],
+    amount: int,
+    kind: str,
+) -> dict[str, Any]:
     names = hist.FEATURES
-    total = float(np.abs(phi).sum())
-    order = sorted(range(len(names)), key=lambda j: -abs(phi[j]))
-    factors: list[Factor] = []
-    if total > 0:
-        for j in order[:TOP_FACTORS]:
-            if phi[j] == 0:
-                break
-            share = round(100.0 * abs(phi[j]) / total, 1)
-            sign = "+" if phi[j] > 0 else "-"
-            factors.append(
-                Factor(
-                    feature=names[j],
-                    label=f"{FEATURE_LABELS[names[j]]} {sign}{share:.0f}%",
-                    share_pct=share,
-                    direction="up" if phi[j] > 0 else "down",
-                    shap_value=round(float(phi[j]), 2),
-                )
-            )
-        rest = [j for j in order[len(factors) :] if phi[j] != 0]
-        if rest:
-            rest_phi = float(sum(phi[j] for j in rest))
-            share = round(100.0 - sum(f.share_pct for f in factors), 1)
-            factors.append(
-                Factor(
-                    feature="other",
-                    label=f"{len(rest)} other features {share:.0f}%",
-                    share_pct=share,
-                    direction="up" if rest_phi >= 0 else "down",
-                    shap_value=round(rest_phi, 2),
-                )
-            )
-    lead = ", ".join(f.label for f in factors[:3]) or "no feature moved the quote"
+    factors: list[dict[str, Any]] = []
+    nonzero = [j for j in ranks if phi[j] != 0.0]
+    for j in nonzero[:TOP_FACTORS]:
+        up = phi[j] > 0
+        factors.append(
+            {
+                "feature": names[j],
+                "label": f"{FEATURE_LABELS[names[j]]} {'+' if up else '-'}{shares[j]:.0f}%",
+                "share_pct": shares[j],
+                "direction": "up" if up else "down",
+                "shap_value": round(phi[j], 2),
+            }
+        )
+    rest = nonzero[TOP_FACTORS:]
+    if rest:
+        rest_phi = sum(phi[j] for j in rest)
+        share = round(100.0 - sum(f["share_pct"] for f in factors), 1)
+        factors.append(
+            {
+                "feature": "other",
+                "label": f"{len(rest)} other features {share:.0f}%",
+                "share_pct": share,
+                "direction": "up" if rest_phi >= 0 else "down",
+                "shap_value": round(rest_phi, 2),
+            }
+        )
+    lead = ", ".join(f["label"] for f in factors[:3]) or "no feature moved the quote"
     what = "no compensation" if kind == "none" else f"{kind} of {amount / 100:.2f}"
-    return Explanation(
-        base_value=base,
-        prediction=prediction,
-        shap_values={n: float(v) for n, v in zip(names, phi, strict=True)},
-        top_factors=factors,
-        summary=f"{what} (model average {base / 100:.2f}); main factors: {lead}",
-    )
+    return {
+        "base_value": base,
+        "prediction": prediction,
+        "shap_values": dict(zip(names, phi, strict=True)),
+        "top_factors": factors,
+        "summary": f"{what} (model average {base / 100:.2f}); main factors: {lead}",
+    }
 
 
 _model: CompensationModel | None = None

@@ -47,9 +47,7 @@ def _arrays(*xs: ArrayLike) -> list[FloatArray]:
     return [np.asarray(x, dtype=float) for x in xs]
 
 
-def log_likelihood_terms(
-    params: BgNbdParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-) -> FloatArray:
+def log_likelihood_terms(params: BgNbdParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> FloatArray:
     """Per-customer log-likelihood of (x, t_x, T) under the BG/NBD."""
     x, t_x, t_obs = _arrays(frequency, recency, T)
     r, alpha, a, b = params.r, params.alpha, params.a, params.b
@@ -103,9 +101,7 @@ def log_likelihood_and_gradient(
     return float((w * ll).sum()), grad
 
 
-def numeric_gradient(
-    params: BgNbdParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike
-) -> FloatArray:
+def numeric_gradient(params: BgNbdParams, frequency: ArrayLike, recency: ArrayLike, T: ArrayLike) -> FloatArray:
     """Central-difference gradient of the total log-likelihood (a check on the analytic one)."""
     theta = np.array([params.r, params.alpha, params.a, params.b])
     grad = np.zeros(4)

@@ -127,7 +127,9 @@ def fit_population(summary: Summary, *, source: str) -> PopulationModel:
     """Fit BG/NBD and Gamma-Gamma on a summary whose amounts are in cents (weeks as time unit)."""
     bg = fit_bgnbd(summary.frequency, summary.recency, summary.T).params
     gg = fit_gamma_gamma(summary.frequency, summary.monetary).params
-    model = PopulationModel(bgnbd=bg, gamma_gamma=gg, tier_cuts_cents=(0, 0, 0), source=source, n_customers=len(summary))
+    model = PopulationModel(
+        bgnbd=bg, gamma_gamma=gg, tier_cuts_cents=(0, 0, 0), source=source, n_customers=len(summary)
+    )
     values = model.values_12m_cents(summary)
     cuts = tuple(int(round(float(np.percentile(values, p)))) for p in TIER_PERCENTILES)
     return PopulationModel(
@@ -205,18 +207,21 @@ def _summarise_rows(rows: list[tuple[str, datetime, int]], now: datetime) -> tup
 def population_model(*, session: Session, now: datetime) -> PopulationModel:
     """The model for this database's histories up to ``now`` (cached), or the CDNOW reference."""
     now = aware(now)
-    # the key changes whenever a purchase is added or removed; histories up to `now` are what is fitted
-    n_rows, max_id = session.exec(  # type: ignore[call-overload]
-        select(func.count(col(Purchase.id)), func.max(col(Purchase.id)))
+    # min/max of the primary key are index look-ups (a count would scan); with the world's identity
+    # they change whenever histories are loaded or appended. Histories up to `now` are what is fitted.
+    min_id, max_id = session.exec(  # type: ignore[call-overload]
+        select(func.min(col(Purchase.id)), func.max(col(Purchase.id)))
     ).one()
+    world = session.get(WorldInfo, 1)
+    world_key = None if world is None else (world.name, world.source, world.seed, str(world.epoch))
     bind = session.get_bind()
-    key = (str(bind.url), id(bind), int(n_rows or 0), int(max_id or 0), _day(now))
+    key = (str(getattr(bind, "url", "")), id(bind), world_key, min_id, max_id, _day(now))
     cached = _cache.get(key)
     if cached is not None:
         return cached
     model = REFERENCE_MODEL
-    n_rows = 0 if n_rows is None else n_rows
-    if n_rows:
+    n_rows = 0
+    if max_id is not None:
         rows = list(
             session.exec(  # type: ignore[call-overload]
                 select(Purchase.customer_id, Purchase.purchased_at, Purchase.amount_cents).where(
@@ -224,6 +229,7 @@ def population_model(*, session: Session, now: datetime) -> PopulationModel:
                 )
             ).all()
         )
+        n_rows = len(rows)
         _ids, summary = _summarise_rows(rows, now)
         n_repeat = int(((summary.frequency > 0) & (summary.monetary > 0)).sum())
         if len(summary) >= MIN_FIT_CUSTOMERS and n_repeat >= MIN_FIT_REPEAT:
@@ -236,7 +242,7 @@ def population_model(*, session: Session, now: datetime) -> PopulationModel:
                     model = fitted
                 else:
                     log.warning("ltv_world_fit_rejected", params=fitted.parameters())
-    log.info("ltv_model", source=model.source, version=model.version, purchases=int(n_rows or 0))
+    log.info("ltv_model", source=model.source, version=model.version, purchases=n_rows)
     _cache.put(key, model)
     return model
 
@@ -266,7 +272,7 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     world = session.get(WorldInfo, 1)
     currency = world.currency if world is not None else "USD"
     out: dict[str, CustomerValue] = {}
-    if rows:
+    if rows:  # customers whose purchases are all after `now` fall through to "no purchases"
         ids, summary = _summarise_rows(rows, now)
         purchases, alive, spend = model.predict(summary.frequency, summary.recency, summary.T, summary.monetary)
         for i, cid in enumerate(ids):

@@ -58,15 +58,19 @@ def release(*, session: Session, store_id: str, sku_id: str, qty: int) -> bool:
     return done
 
 
-def release_up_to(*, session: Session, store_id: str, sku_id: str, qty: int) -> None:
-    """Give back up to ``qty`` reserved units (never below zero): for reservations that may be partial."""
-    stmt = (
-        update(Stock)
-        .where(col(Stock.store_id) == store_id, col(Stock.sku_id) == sku_id, col(Stock.reserved) > 0)
-        .values(reserved=_greatest_zero(col(Stock.reserved) - qty))
-    )
-    _rowcount(session, stmt)
-    _expire(session, store_id, sku_id)
+def release_up_to(*, session: Session, store_id: str, sku_id: str, qty: int) -> int:
+    """Give back up to ``qty`` reserved units (never below zero) and return how many were given back:
+    for claims that may be partly gone already (a stockout released them)."""
+    for _ in range(5):
+        row = session.exec(
+            select(Stock.reserved).where(col(Stock.store_id) == store_id, col(Stock.sku_id) == sku_id)
+        ).first()
+        n = min(qty, row or 0)
+        if n <= 0:
+            return 0
+        if release(session=session, store_id=store_id, sku_id=sku_id, qty=n):
+            return n
+    raise Conflict("the stock changed concurrently: read it again and retry")
 
 
 def take_on_hand(*, session: Session, store_id: str, sku_id: str, qty: int) -> bool:
@@ -147,12 +151,6 @@ def _rowcount(session: Session, stmt) -> int:  # type: ignore[no-untyped-def]
         if session.get_bind().dialect.name == "sqlite" and "locked" in str(exc.orig):
             raise Conflict("the stock changed concurrently: read it again and retry") from exc
         raise
-
-
-def _greatest_zero(expr):  # type: ignore[no-untyped-def]
-    from sqlalchemy import case
-
-    return case((expr < 0, 0), else_=expr)
 
 
 def _expire(session: Session, store_id: str, sku_id: str) -> None:

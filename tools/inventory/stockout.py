@@ -4,11 +4,15 @@ How it happens: an order reserved its units at payment, then the store's real co
 (damaged or missing goods: the simulator's injector lowers ``Stock.on_hand``), so ``on_hand`` can fall
 below ``reserved``.
 
+Which orders still claim shelf units: those not yet picked (placed, confirmed, picking), and those
+assigned to a rider before their ready time (see ``claims_shelf``). Once an order is ready its units
+are in a bag, off the shelf (the world generator reserves stock for confirmed and picking orders only).
+
 Who goes short: the shelf serves reservations first come, first served by placement time. For each line
-of the order being picked, the units claimed by ACTIVE orders of the same store placed earlier (not yet
-picked up) are served first; the line is short when what remains on the shelf is less than its
-quantity. A short line is marked ``status="short"`` and gives back its reservation (those units do not
-exist), an ``OrderEvent(kind="stockout")`` records it, and the caller (the injector, which then emits a
+of the order being picked, the units claimed by orders of the same store placed earlier are served
+first; the line is short when what remains on the shelf is less than its quantity. A short line is
+marked ``status="short"`` and gives back its reservation (those units do not exist), an
+``OrderEvent(kind="stockout")`` records it, and the caller (the injector, which then emits a
 ``stockout_after_payment`` event, or the playbook) decides: substitute, transfer from a nearby store,
 refund the line, or cancel. Calling it again on the same order finds nothing new (short lines are not
 re-examined).
@@ -27,14 +31,17 @@ from tools.models import Order, OrderLine, Stock, aware
 from tools.service import get_order, record_order_event
 from tools.state_machine import OrderStatus
 
-# orders whose lines still hold units on the shelf
-HOLDING = (
-    OrderStatus.placed,
-    OrderStatus.confirmed,
-    OrderStatus.picking,
-    OrderStatus.ready,
-    OrderStatus.assigned,
-)
+# before picking is done an order's units are still on the shelf, claimed by its reservation
+SHELF = (OrderStatus.placed, OrderStatus.confirmed, OrderStatus.picking)
+
+
+def claims_shelf(order: Order, now: datetime) -> bool:
+    """Whether the order's lines still hold reserved units on the shelf: statuses before picking is
+    done, or assigned to a rider before its ready time (a rider may be assigned early)."""
+    status = OrderStatus(order.status)
+    return status in SHELF or (status == OrderStatus.assigned and aware(order.ready_at) > aware(now))
+
+
 LIVE_LINE = ("ok", "substituted")
 
 
@@ -50,7 +57,7 @@ def detect_stockouts(*, session: Session, order_id: str, now: datetime) -> list[
     """Mark the order's lines that the shelf cannot cover as short, release their reservations, and
     return them (empty when everything is there)."""
     order = get_order(session=session, order_id=order_id)
-    if OrderStatus(order.status) not in HOLDING:
+    if not claims_shelf(order, now):
         return []
     lines = list(
         session.exec(
@@ -63,7 +70,7 @@ def detect_stockouts(*, session: Session, order_id: str, now: datetime) -> list[
     for line in lines:
         stock = session.get(Stock, (order.store_id, line.sku_id))
         on_hand = stock.on_hand if stock is not None else 0
-        ahead = _claimed_before(session=session, order=order, sku_id=line.sku_id)
+        ahead = _claimed_before(session=session, order=order, sku_id=line.sku_id, now=aware(now))
         left = max(0, on_hand - ahead)
         if left >= line.quantity:
             continue
@@ -87,7 +94,7 @@ def detect_stockouts(*, session: Session, order_id: str, now: datetime) -> list[
     return short
 
 
-def _claimed_before(*, session: Session, order: Order, sku_id: str) -> int:
+def _claimed_before(*, session: Session, order: Order, sku_id: str, now: datetime) -> int:
     """Units of ``sku_id`` at the order's store held by active orders placed before this one."""
     stmt = (
         select(func.coalesce(func.sum(OrderLine.quantity), 0))
@@ -96,7 +103,10 @@ def _claimed_before(*, session: Session, order: Order, sku_id: str) -> int:
             col(Order.store_id) == order.store_id,
             col(OrderLine.sku_id) == sku_id,
             col(OrderLine.status).in_(LIVE_LINE),
-            col(Order.status).in_([s.value for s in HOLDING]),
+            or_(
+                col(Order.status).in_([s.value for s in SHELF]),
+                and_(col(Order.status) == OrderStatus.assigned.value, col(Order.ready_at) > now),
+            ),
             or_(
                 col(Order.placed_at) < order.placed_at,
                 and_(col(Order.placed_at) == order.placed_at, col(Order.id) < order.id),

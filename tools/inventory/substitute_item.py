@@ -12,7 +12,7 @@ from pydantic import BaseModel, Field
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.inventory.service import get_sku, release_up_to, reserve
-from tools.inventory.stockout import HOLDING
+from tools.inventory.stockout import claims_shelf
 from tools.models import OrderLine, aware
 from tools.orders.service import find_keyed_event, idempotency_key
 from tools.service import get_order, record_order_event
@@ -53,9 +53,9 @@ def substitute_item(ctx: ToolContext, args: SubstituteItemArgs) -> SubstitutionR
     if done is not None:
         return SubstitutionResult(**{**done.detail["result"], "duplicate": True})
     status = OrderStatus(order.status)
-    if status not in HOLDING:
+    if not claims_shelf(order, ctx.now):
         raise IllegalTransition(
-            f"order {order.id} is {status.value}: lines can only change before pickup",
+            f"order {order.id} is {status.value}: lines can only change before picking is done",
             order_id=order.id,
             current=status.value,
         )

@@ -17,7 +17,7 @@ from sqlmodel import col, select
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.inventory.service import add_on_hand, get_sku, get_stock_row, reserve, take_on_hand, transfer_leg
-from tools.inventory.stockout import HOLDING
+from tools.inventory.stockout import claims_shelf
 from tools.models import OrderLine, aware
 from tools.orders.service import find_keyed_event, idempotency_key
 from tools.service import get_order, get_store, record_order_event
@@ -59,9 +59,9 @@ def transfer_stock(ctx: ToolContext, args: TransferStockArgs) -> TransferResult 
     if done is not None:
         return TransferResult(**{**done.detail["result"], "duplicate": True})
     status = OrderStatus(order.status)
-    if status not in HOLDING:
+    if not claims_shelf(order, ctx.now):
         raise IllegalTransition(
-            f"order {order.id} is {status.value}: stock can only be brought before pickup",
+            f"order {order.id} is {status.value}: stock can only be brought before picking is done",
             order_id=order.id,
             current=status.value,
         )

@@ -15,8 +15,9 @@ The model, in order of what a rider does:
 * Orders without a working rider (not assigned yet, or whose rider went offline — then the bag is
   collected where that rider stopped) are dispatched greedily, earliest ready first, to the on-shift
   rider who can reach the pickup point soonest: an idle rider from where it is now, or a busy rider
-  once its current route ends. Each such rider takes one order at a time, so a shortage of riders
-  shows up as growing lateness. Bundling is ignored: the prediction errs on the late side.
+  once its current route ends (its ``free_at`` when it carries no order we know of). Each such rider
+  takes one order at a time, so a shortage of riders shows up as growing lateness. Bundling is
+  ignored: the prediction errs on the late side.
 * When no rider is on shift at all, the pessimistic default applies: a rider is assumed to reach the
   pickup point ``NO_RIDER_WAIT_MINUTES`` after the later of now and the ready time.
 
@@ -228,14 +229,17 @@ def _dispatch_rest(
     on_shift = [
         r
         for r in riders.values()
-        if r.status in (RiderStatus.idle, RiderStatus.busy)
-        and aware(r.shift_start) <= now < aware(r.shift_end)
-        and (r.status == RiderStatus.idle or r.id in free_at)
+        if r.status in (RiderStatus.idle, RiderStatus.busy) and aware(r.shift_start) <= now < aware(r.shift_end)
     ]
+    for r in on_shift:
+        if r.id not in free_at:
+            # busy without an order we know of (e.g. repositioning): free at its free_at, where it is
+            busy_until = (aware(r.free_at) - now).total_seconds() / 60.0 if r.free_at else 0.0
+            free_at[r.id] = (max(0.0, busy_until) if r.status == RiderStatus.busy else 0.0, r.x, r.y)
     ids = [r.id for r in on_shift]
-    rt = np.array([free_at[r.id][0] if r.id in free_at else 0.0 for r in on_shift], dtype=float)
-    rx = np.array([free_at[r.id][1] if r.id in free_at else r.x for r in on_shift], dtype=float)
-    ry = np.array([free_at[r.id][2] if r.id in free_at else r.y for r in on_shift], dtype=float)
+    rt = np.array([free_at[r.id][0] for r in on_shift], dtype=float)
+    rx = np.array([free_at[r.id][1] for r in on_shift], dtype=float)
+    ry = np.array([free_at[r.id][2] for r in on_shift], dtype=float)
     shift_end = np.array([(aware(r.shift_end) - now).total_seconds() / 60.0 for r in on_shift], dtype=float)
     rf = weather.factors(rx, ry)
 

@@ -77,9 +77,7 @@ def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> list[tupl
         # detour of serving j right after i instead of going to j directly
         detour = direct[:, None] + between - direct[None, :]
         detour = np.minimum(detour, detour.T)
-        ok = (np.abs(ready[:, None] - ready[None, :]) <= params.bundle_ready_window) & (
-            detour <= params.bundle_detour
-        )
+        ok = (np.abs(ready[:, None] - ready[None, :]) <= params.bundle_ready_window) & (detour <= params.bundle_detour)
         np.fill_diagonal(ok, False)
         score = np.where(ok, detour, np.inf)
         k = min(params.partners_per_order, len(idx) - 1)
@@ -139,9 +137,9 @@ def build_columns(
     for b, members in enumerate(bundles):
         by_size.setdefault(len(members), []).append(b)
     for m, bidx in by_size.items():
-        members = np.array([bundles[b] for b in bidx], dtype=np.int64)  # (nb, m)
+        mem = np.array([bundles[b] for b in bidx], dtype=np.int64)  # (nb, m)
         perms = np.array(list(itertools.permutations(range(m))), dtype=np.int64)  # (P, m)
-        seq = members[:, perms]  # (nb, P, m)
+        seq = mem[:, perms]  # (nb, P, m)
         delta = np.empty(seq.shape)
         delta[:, :, 0] = ps / 2 + to_drop[seq[:, :, 0]] + ds / 2
         route = to_drop[seq[:, :, 0]].astype(float)
@@ -151,8 +149,8 @@ def build_columns(
             delta[:, :, k] = delta[:, :, k - 1] + ds + leg
             route = route + leg
         end = delta[:, :, m - 1] + ds / 2  # (nb, P)
-        first = members[:, 0]
-        latest_ready = ready[members].max(axis=1)  # (nb,)
+        first = mem[:, 0]
+        latest_ready = ready[mem].max(axis=1)  # (nb,)
         arrive = start[:, None] + to_store[:, first]  # (R, nb)
         pick = np.maximum(arrive + ps / 2, latest_ready[None, :])  # (R, nb)
         drop = pick[:, :, None, None] + delta[None, :, :, :]  # (R, nb, P, m)
@@ -168,7 +166,7 @@ def build_columns(
         cost[:, cols] = np.where(feasible, best_cost, INFEASIBLE)
         perm_idx[:, cols] = best
         pickup[:, cols] = pick
-        penalty[cols] = penalties[members].sum(axis=1)
+        penalty[cols] = penalties[mem].sum(axis=1)
         for j, b in enumerate(bidx):
             sequences[b] = seq[j]
             offsets[b] = delta[j]

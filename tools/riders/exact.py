@@ -47,9 +47,7 @@ def solve_round_exact(cols: Columns, order_penalties: np.ndarray, time_limit_s: 
     rows.append(n_orders + rr)
     colidx.append(np.arange(len(rr)))
     data = np.ones(sum(len(r) for r in rows))
-    a = csr_matrix(
-        (data, (np.concatenate(rows), np.concatenate(colidx))), shape=(n_orders + n_riders, len(rr))
-    )
+    a = csr_matrix((data, (np.concatenate(rows), np.concatenate(colidx))), shape=(n_orders + n_riders, len(rr)))
     c = -benefit[rr, bb]
     res = milp(
         c,

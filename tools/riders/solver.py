@@ -82,14 +82,15 @@ def _local_search(benefit: np.ndarray, cols: Columns, choice: np.ndarray, max_pa
         if b >= 0:
             owner[list(cols.bundles[b])] = r
     # taken[b] = how many of bundle b's orders some rider holds
-    taken = cols.incidence[:, owner >= 0].sum(axis=1)
+    inc_t = np.ascontiguousarray(cols.incidence.T, dtype=np.int64)
+    taken = inc_t[owner >= 0].sum(axis=0)
     moved_any = False
     for _ in range(max_passes):
         moved = False
         for r in range(benefit.shape[0]):
             cur = int(choice[r])
             own = np.asarray(cols.bundles[cur]) if cur >= 0 else np.zeros(0, dtype=np.int64)
-            free = taken - cols.incidence[:, own].sum(axis=1) == 0
+            free = taken - inc_t[own].sum(axis=0) == 0
             cand = np.where(free, benefit[r], -np.inf)
             best = int(np.argmax(cand))
             cur_val = benefit[r, cur] if cur >= 0 else 0.0
@@ -111,15 +112,21 @@ def _local_search(benefit: np.ndarray, cols: Columns, choice: np.ndarray, max_pa
 def _eject(benefit: np.ndarray, cols: Columns, choice: np.ndarray, top: int = 6) -> bool:
     """Rider r takes a column that clashes with exactly one other rider q, q moves to its best free
     column; applied when the pair gains. Tries each rider's ``top`` best clashing columns."""
-    inc = cols.incidence
-    owner = np.full(inc.shape[1], -1, dtype=np.int64)
+    inc_t = np.ascontiguousarray(cols.incidence.T, dtype=np.int64)  # (N, B): rows are cheap to sum
+    owner = np.full(inc_t.shape[0], -1, dtype=np.int64)
     for r, b in enumerate(choice):
         if b >= 0:
             owner[list(cols.bundles[b])] = r
-    taken = inc[:, owner >= 0].sum(axis=1)
+    taken = inc_t[owner >= 0].sum(axis=0)
+    zero = np.zeros(inc_t.shape[1], dtype=np.int64)
+    cache: dict[int, np.ndarray] = {}
 
     def held(b: int) -> np.ndarray:
-        return inc[:, list(cols.bundles[b])].sum(axis=1) if b >= 0 else 0
+        if b < 0:
+            return zero
+        if b not in cache:
+            cache[b] = inc_t[list(cols.bundles[b])].sum(axis=0)
+        return cache[b]
 
     improved = False
     for r in range(benefit.shape[0]):
@@ -139,7 +146,6 @@ def _eject(benefit: np.ndarray, cols: Columns, choice: np.ndarray, top: int = 6)
             qcur = int(choice[q])
             # q may use columns free of every order held by riders other than q and r, and of b
             clash = taken - held(qcur) - held(cur) + held(int(b))
-            clash = clash - (inc[:, list(cols.bundles[b])] & (owner[list(cols.bundles[b])] == q)).sum(axis=1)
             qvals = np.where(clash > 0, -np.inf, benefit[q])
             qb = int(np.argmax(qvals))
             qnew = max(float(qvals[qb]), 0.0)
@@ -153,7 +159,7 @@ def _eject(benefit: np.ndarray, cols: Columns, choice: np.ndarray, top: int = 6)
                 choice[q] = qb if qvals[qb] > 0 else -1
                 if choice[q] >= 0:
                     owner[list(cols.bundles[qb])] = q
-                taken = inc[:, owner >= 0].sum(axis=1)
+                taken = inc_t[owner >= 0].sum(axis=0)
                 improved = True
                 break
             if tried >= top:
@@ -183,11 +189,10 @@ def _rematch(cols: Columns, choice: np.ndarray) -> bool:
 def _solve_round(cols: Columns) -> np.ndarray:
     benefit = cols.benefit
     choice = _greedy(benefit, cols)
-    for _ in range(8):
-        changed = _local_search(benefit, cols, choice)
-        changed = _rematch(cols, choice) or changed
-        changed = _eject(benefit, cols, choice) or changed
-        if not changed:
+    for _ in range(3):
+        _local_search(benefit, cols, choice)
+        _rematch(cols, choice)
+        if not _eject(benefit, cols, choice):
             break
     return choice
 
@@ -203,18 +208,18 @@ def _round_objective(cols: Columns, choice: np.ndarray, penalties: np.ndarray) -
 
 
 def _reason(
-    i: int, first_cols: Columns | None, riders: Sequence[RiderState]
+    i: int, first_cols: Columns | None, first_benefit: np.ndarray | None, riders: Sequence[RiderState]
 ) -> tuple[UnassignedReason, str]:
     if not riders:
         return "no_candidate_riders", "no rider was given or matched the filters"
     if all(r.capacity - r.load < 1 for r in riders):
         return "riders_full", f"all {len(riders)} candidate riders already carry their capacity"
-    assert first_cols is not None
+    assert first_cols is not None and first_benefit is not None
     single = i  # singles come first in the candidate list: bundle i is order i alone
     feasible = np.isfinite(first_cols.cost[:, single])
     if not feasible.any():
         return "no_rider_in_time", "no rider with room can reach the store before its shift ends"
-    if not (first_cols.benefit[:, single] > _EPS).any():
+    if not (first_benefit[:, single] > _EPS).any():
         return "not_worth_assigning", "every feasible trip costs more than the unassigned penalty"
     return (
         "capacity_exhausted",
@@ -324,8 +329,9 @@ def solve_assignment(
         remaining = [i for i in remaining if i not in taken]
 
     unassigned = []
+    first_benefit = first_cols.benefit if first_cols is not None else None
     for i in remaining:
-        reason, detail = _reason(i, first_cols, riders)
+        reason, detail = _reason(i, first_cols, first_benefit, riders)
         unassigned.append(Unassigned(order_id=orders[i].id, reason=reason, detail=detail))
     penalty = float(penalties_all[remaining].sum())
     trip_cost = sum(t.cost for t in trips)

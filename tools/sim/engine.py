@@ -641,10 +641,11 @@ class Simulation:
 
         return injectors.stockout_after_payment(self, order_id, **kw)
 
-    def inject_stall(self, courier_id: str, minutes: float, **kw: Any) -> ExceptionEvent | None:
+    def inject_stall(self, courier_id: str, minutes: float) -> None:
+        """The courier stops moving (nobody reports it): see ``detect_stalled``."""
         from tools.sim import injectors
 
-        return injectors.rider_stall(self, courier_id, minutes, **kw)
+        injectors.rider_stall(self, courier_id, minutes)
 
     def inject_address_change(self, order_id: str, x: float, y: float, **kw: Any) -> ExceptionEvent:
         from tools.sim import injectors

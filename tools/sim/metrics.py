@@ -26,7 +26,7 @@ if TYPE_CHECKING:
 def compute_metrics(sim: Simulation) -> dict[str, Any]:
     placed = [o for o in sim.orders if o.placed <= sim.now]
     delivered = [o for o in placed if o.dropoff is not None]
-    c2d = np.array([o.dropoff - o.placed for o in delivered], dtype=float)  # type: ignore[operator]
+    c2d: np.ndarray = np.array([o.dropoff - o.placed for o in delivered], dtype=float)  # type: ignore[operator]
     waits = np.array([o.pickup - o.ready for o in placed if o.pickup is not None], dtype=float)
     n = len(placed)
     shift = sum(max(0.0, c.off_time - c.on_time) for c in sim.couriers)

@@ -35,10 +35,12 @@ def build_from_session(cls: type[Simulation], session: Session, dispatcher: Disp
     sidx = {s.id: i for i, s in enumerate(stores)}
     riders = list(session.exec(select(m.Rider).order_by(m.Rider.id)))
     couriers = []
-    for i, r in enumerate(riders):
-        on, off = world.minute(aware(r.shift_start)), world.minute(aware(r.shift_end))
-        c = SimCourier(i, r.id, r.x, r.y, on, off, capacity=r.capacity, zone=r.zone, last_depart=max(now, on))
-        c.offline = r.status == m.RiderStatus.offline
+    for i, rider in enumerate(riders):
+        on, off = world.minute(aware(rider.shift_start)), world.minute(aware(rider.shift_end))
+        c = SimCourier(
+            i, rider.id, rider.x, rider.y, on, off, capacity=rider.capacity, zone=rider.zone, last_depart=max(now, on)
+        )
+        c.offline = rider.status == m.RiderStatus.offline
         couriers.append(c)
     cidx = {c.id: c.idx for c in couriers}
 
@@ -52,8 +54,8 @@ def build_from_session(cls: type[Simulation], session: Session, dispatcher: Disp
         if ci >= 0 and couriers[ci].offline:
             ci = -1  # a bag with an offline rider waits where the rider stopped
             if status == S.picked_up:
-                rider = couriers[cidx[r.rider_id]]  # type: ignore[index]
-                store = _handover_store(stores, sidx, rider)
+                gone = couriers[cidx[r.rider_id]]  # type: ignore[index]
+                store = _handover_store(stores, sidx, gone)
         o = SimOrder(
             idx=i,
             id=r.id,

@@ -265,7 +265,7 @@ def _area(
     for r in range(n_riders):
         rid = f"{prefix}-rd{r + 1:03d}"
         vehicle = str(rng.choice(["bike", "ebike", "car"], p=[0.5, 0.35, 0.15]))
-        row = {
+        row: dict[str, Any] = {
             "id": rid,
             "name": f"Rider {rid}",
             "status": "idle",

@@ -27,17 +27,23 @@ BULK_MAX_CENTS = views.BULK_MAX_CENTS
 def list_approvals(
     session: SessionDep,
     _: ReaderDep,
+    worker: WorkerDep,
     status: str | None = Query(default="pending", max_length=32, description="pending (default), all, ..."),
     incident_id: str | None = Query(default=None, max_length=128),
 ) -> list[dict[str, Any]]:
     """Approval requests sorted by expiry (soonest first), with their steps and low-risk flag."""
-    return views.list_views(session=session, status=None if status == "all" else status, incident_id=incident_id)
+    return views.list_views(
+        session=session,
+        status=None if status == "all" else status,
+        incident_id=incident_id,
+        now=worker.clock.now(),
+    )
 
 
 @router.get("/{request_id}")
-def get_approval(request_id: str, session: SessionDep, _: ReaderDep) -> dict[str, Any]:
+def get_approval(request_id: str, session: SessionDep, _: ReaderDep, worker: WorkerDep) -> dict[str, Any]:
     """One request with its evidence: snapshot excerpt, risk reasons, confidence and SHAP factors per step."""
-    view = views.detail_view(session=session, request_id=request_id)
+    view = views.detail_view(session=session, request_id=request_id, now=worker.clock.now())
     if view is None:
         raise HTTPException(404, detail=f"unknown approval request {request_id!r}")
     return view
@@ -84,9 +90,7 @@ def decide(
     except DomainError as exc:
         raise HTTPException(422, detail=exc.message) from exc
     metrics.inc("orderagent_approval_decisions_total", decision=body.decision)
-    metrics.observe(
-        "orderagent_approval_latency_seconds", max(0.0, (worker.clock.now() - created).total_seconds())
-    )
+    metrics.observe("orderagent_approval_latency_seconds", max(0.0, (worker.clock.now() - created).total_seconds()))
     return views.outcome_dict(outcome)
 
 

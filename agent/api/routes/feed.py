@@ -23,7 +23,9 @@ def snapshot(engine: object) -> dict[str, object]:
         incidents = service.query_incidents(session=session, limit=50)
         pending = approval_views.list_views(session=session, status="pending", incident_id=None, limit=200)
     return {
-        "incidents": [IncidentPublic.model_validate(i, from_attributes=True).model_dump(mode="json") for i in incidents],
+        "incidents": [
+            IncidentPublic.model_validate(i, from_attributes=True).model_dump(mode="json") for i in incidents
+        ],
         "approvals_pending": len(pending),
         "approval_ids": [p["id"] for p in pending],
     }

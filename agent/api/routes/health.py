@@ -73,21 +73,24 @@ def metrics(session: SessionDep, registry: MetricsDep) -> PlainTextResponse:
     except ModuleNotFoundError:
         pass
     try:
+        from agent.models import ExecutedStep
+
+        rows = session.exec(select(ExecutedStep.status, func.count()).group_by(ExecutedStep.status)).all()
+        gauges["orderagent_steps_executed"] = (
+            "Plan steps run by the executor, by outcome (succeeded, failed, running).",
+            [({"status": str(getattr(st, "value", st))}, float(n)) for st, n in rows],
+        )
+    except ModuleNotFoundError:
+        pass
+    try:
         from audit.models import DecisionRecord
 
-        rows = session.exec(
-            select(DecisionRecord.stage, func.count())  # type: ignore[attr-defined]
-            .where(DecisionRecord.stage.in_(["execution", "fallback"]))  # type: ignore[attr-defined]
-            .group_by(DecisionRecord.stage)  # type: ignore[attr-defined]
-        ).all()
-        by_stage = {str(getattr(s, "value", s)): float(n) for s, n in rows}
-        gauges["orderagent_steps_executed"] = (
-            "Plan steps executed (audit records of stage execution).",
-            [({}, by_stage.get("execution", 0.0))],
-        )
+        fallbacks = session.exec(
+            select(func.count()).select_from(DecisionRecord).where(DecisionRecord.stage == "fallback")
+        ).one()
         gauges["orderagent_planner_fallbacks"] = (
             "Times the LLM planner failed and the playbook took over (audit records of stage fallback).",
-            [({}, by_stage.get("fallback", 0.0))],
+            [({}, float(fallbacks))],
         )
     except ModuleNotFoundError:
         pass

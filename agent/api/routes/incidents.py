@@ -44,4 +44,3 @@ def get_incident(incident_id: str, session: SessionDep, _: ReaderDep) -> dict[st
     if incident is None:
         raise HTTPException(404, detail=f"unknown incident {incident_id!r}")
     return service.incident_detail(session=session, incident=incident)
-

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agent.api.deps import CurrentUser, ROUTE_ROLES
+from agent.api.deps import ROUTE_ROLES, CurrentUser
 from agent.api.models import Principal, Role
 
 router = APIRouter(tags=["auth"])

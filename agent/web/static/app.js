@@ -16,7 +16,7 @@ function el(tag, attrs = {}, ...children) {
     else if (k.startsWith("on")) node.addEventListener(k.slice(2), v);
     else node.setAttribute(k, v === true ? "" : v);
   }
-  for (const c of children.flat()) {
+  for (const c of children.flat(Infinity)) {
     if (c === null || c === undefined) continue;
     node.append(c instanceof Node ? c : document.createTextNode(String(c)));
   }
@@ -211,7 +211,7 @@ function renderRequest(req) {
       el("span", { class: "muted" }, "incident ", el("a", { href: `/console/incidents/${req.incident_id}` }, req.incident_id)),
       el("span", { class: "spacer" }),
       req.low_risk ? el("span", { class: "badge ok" }, "low risk") : null,
-      el("span", { class: "countdown", "data-expires": req.expires_at }, "")),
+      el("span", { class: "countdown", "data-deadline": String(Date.now() + 1000 * (req.seconds_left ?? 0)) }, "")),
     el("p", { class: "muted small" }, `confidence ${(req.confidence * 100).toFixed(0)}% · needs ${req.required_approvals} approver(s) · policy ${req.policy_version}`));
   for (const step of req.steps) {
     step.key = `${req.id}-${step.step_index}`;
@@ -254,8 +254,8 @@ function renderRequest(req) {
 }
 
 function tickCountdowns() {
-  for (const n of document.querySelectorAll("[data-expires]")) {
-    const left = Math.max(0, (new Date(n.dataset.expires) - Date.now()) / 1000);
+  for (const n of document.querySelectorAll("[data-deadline]")) {
+    const left = Math.max(0, (Number(n.dataset.deadline) - Date.now()) / 1000);
     const m = Math.floor(left / 60), s = Math.floor(left % 60);
     n.textContent = left > 0 ? `expires in ${m}:${String(s).padStart(2, "0")}` : "expired";
     n.classList.toggle("soon", left < 120);
@@ -304,7 +304,9 @@ async function incidentPage() {
       el("td", {}, s.index), el("td", {}, s.tool), el("td", {}, el("code", {}, JSON.stringify(s.args))),
       el("td", {}, s.verdict ? badge(s.verdict.decision) : "-"), el("td", { class: "step-state" }, badge(s.state)))));
     document.getElementById("executions").replaceChildren(...(d.executions.length ? d.executions.map(e => el("li", {},
-      badge(e.status), ` step ${e.step_index} ${e.tool}`, e.approved_by && e.approved_by.length ? ` · approved by ${e.approved_by.join(", ")}` : "",
+      badge(e.status), ` step ${e.step_index} ${e.tool}`,
+      e.result && e.result.amount_cents ? ` · ${e.result.kind || ""} ${money(e.result.amount_cents, e.result.currency)}` : "",
+      e.approved_by && e.approved_by.length ? ` · approved by ${e.approved_by.join(", ")}` : "",
       e.error ? el("span", { class: "error" }, " " + e.error) : "")) : [el("li", { class: "muted" }, "nothing executed yet")]));
     document.getElementById("timeline").replaceChildren(...d.timeline.map(r => el("li", {},
       el("strong", {}, r.stage), " ", el("span", { class: "muted small" }, hhmm(r.created_at || r.at || r.recorded_at)),

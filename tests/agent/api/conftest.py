@@ -45,8 +45,7 @@ def settings_for(engine: Engine, **overrides: Any) -> Settings:
     return Settings(database_url=url, planner="playbook", max_body_bytes=64_000, **overrides)
 
 
-@pytest.fixture
-def api(engine: Engine) -> Iterator[Api]:
+def _make_api(engine: Engine) -> Iterator[Api]:
     with Session(engine, expire_on_commit=False) as s:
         build_small_world(s)
     tokens: dict[str, str] = {}
@@ -59,6 +58,18 @@ def api(engine: Engine) -> Iterator[Api]:
     app = create_app(settings_for(engine), engine=engine, clock=clock, background=False)
     with TestClient(app) as client:
         yield Api(client=client, engine=engine, clock=clock, app=app, tokens=tokens)
+
+
+@pytest.fixture
+def api(sqlite_only_engine: Engine) -> Iterator[Api]:
+    """The service over SQLite: for behaviour that does not depend on the database backend."""
+    yield from _make_api(sqlite_only_engine)
+
+
+@pytest.fixture
+def api_any(engine: Engine) -> Iterator[Api]:
+    """The service on each backend (SQLite and PostgreSQL): idempotency and decision races."""
+    yield from _make_api(engine)
 
 
 def make_pending_request(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-
 from sqlmodel import Session, select
 
 from guardrails.models import ApprovalStep
@@ -29,7 +28,8 @@ def test_queue_is_sorted_by_expiry_and_shows_evidence(api: Api) -> None:
     assert detail["incident"]["id"] == "inc-soon0001"
 
 
-def test_approve_then_conflicting_decisions_are_409(api: Api) -> None:
+def test_approve_then_conflicting_decisions_are_409(api_any: Api) -> None:
+    api = api_any
     rid = make_pending_request(api.engine)
     ok = _decide(api, rid, {"decision": "approve"})
     assert ok.status_code == 200, ok.text

@@ -90,3 +90,35 @@ def test_thread_ids_are_validated(api: Api) -> None:
     assert resp.status_code == 422
     resp = api.client.post("/chat/t", json={"message": ""}, headers=api.h("dispatcher"))
     assert resp.status_code == 422
+
+
+def test_llm_mode_converses_with_read_tools_only(api: Api) -> None:
+    from agent.chat import ChatEngine
+    from tests.agent.fake_openai import FakeOpenAI, content, http_error, tool_call
+
+    with FakeOpenAI() as fake:
+        settings = api.app.state.settings.model_copy(
+            update={"planner": "llm", "llm_base_url": fake.base_url, "llm_max_retries": 0, "llm_timeout_s": 5}
+        )
+        chat = ChatEngine(engine=api.engine, settings=settings)
+        fake.push(
+            tool_call("get_order", {"order_id": "O2"}, "c1"),
+            tool_call("cancel_order", {"order_id": "O2", "reason": "x"}, "c2"),
+            content("O2 is with rider RB and will be late."),
+        )
+        answer = "".join(chat.answer("how is O2 doing?"))
+        assert answer == "O2 is with rider RB and will be late."
+        offered = {t["function"]["name"] for t in fake.requests[0]["body"]["tools"]}
+        assert "get_order" in offered and "cancel_order" not in offered and "issue_compensation" not in offered
+        tool_msgs = [m for m in fake.requests[2]["body"]["messages"] if m["role"] == "tool"]
+        assert '"order_id": "O2"' in tool_msgs[0]["content"] and '"status": "assigned"' in tool_msgs[0]["content"]
+        assert "not_allowed" in tool_msgs[1]["content"]
+        with Session(api.engine) as s:
+            from tools.models import Order
+
+            order = s.get(Order, "O2")
+            assert order is not None and order.status == "assigned"  # the refused write never ran
+        # the model being down falls back to the embedded answers, and says so
+        fake.push(http_error(500))
+        answer = "".join(chat.answer("status of order O2"))
+        assert "Order O2 is assigned" in answer and "language model is unavailable" in answer

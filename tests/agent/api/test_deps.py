@@ -64,7 +64,9 @@ def test_decision_records_the_token_identity_not_the_payload(api: Api) -> None:
         headers=api.h("supervisor"),
     )
     assert resp.status_code == 422  # the payload cannot carry an identity at all
-    resp = api.client.post(f"/approvals/{rid}/steps/0/decision", json={"decision": "approve"}, headers=api.h("supervisor"))
+    resp = api.client.post(
+        f"/approvals/{rid}/steps/0/decision", json={"decision": "approve"}, headers=api.h("supervisor")
+    )
     assert resp.status_code == 200, resp.text
     from guardrails.models import ApprovalDecision
 

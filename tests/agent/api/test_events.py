@@ -41,7 +41,8 @@ def test_one_event_is_accepted_and_the_incident_runs_in_the_background(api: Api)
     assert any(r["stage"] == "intake" for r in detail["timeline"])
 
 
-def test_a_list_is_accepted_and_repeats_are_idempotent(api: Api) -> None:
+def test_a_list_is_accepted_and_repeats_are_idempotent(api_any: Api) -> None:
+    api = api_any
     batch = [event_body("ev-a"), event_body("ev-b", order_ids=["O2"], rider_ids=["RB"], customer_ids=["C2"])]
     first = api.client.post("/events", json=batch, headers=api.h("integration")).json()
     assert first["accepted"] == 2
@@ -99,9 +100,7 @@ def test_deeply_nested_json_is_refused(api: Api) -> None:
     nested: object = "leaf"
     for _ in range(200):
         nested = {"a": nested}
-    resp = api.client.post(
-        "/events", json=event_body("ev-deep", payload={"n": nested}), headers=api.h("integration")
-    )
+    resp = api.client.post("/events", json=event_body("ev-deep", payload={"n": nested}), headers=api.h("integration"))
     assert resp.status_code == 422
     assert "nested" in resp.json()["detail"]
     # brackets inside strings do not count
@@ -111,3 +110,25 @@ def test_deeply_nested_json_is_refused(api: Api) -> None:
     )
     assert resp.status_code == 202, resp.text
     api.drain()
+
+
+def test_incident_list_filters(api: Api) -> None:
+    (incident_id,) = api.client.post("/events", json=event_body("ev-f"), headers=api.h("integration")).json()[
+        "incident_ids"
+    ]
+    api.drain()
+
+    def ids(query: str) -> list[str]:
+        resp = api.client.get(f"/incidents?{query}", headers=api.h("dispatcher"))
+        assert resp.status_code == 200, resp.text
+        return [i["id"] for i in resp.json()]
+
+    assert ids("type=stalled_in_transit&zone=north") == [incident_id]
+    assert ids("zone=south") == [] and ids("type=rider_offline") == []
+    status = api.client.get(f"/incidents/{incident_id}", headers=api.h("dispatcher")).json()["incident"]["status"]
+    other = "escalated" if status != "escalated" else "resolved"
+    assert ids(f"status={status}") == [incident_id] and ids(f"status={other}") == []
+    assert ids("since=2024-06-01T11:00:00Z&until=2030-01-01T00:00:00Z") == [incident_id]
+    assert ids("until=2024-06-01T11:00:00Z") == []
+    assert api.client.get("/incidents?status=bogus", headers=api.h("dispatcher")).status_code == 422
+    assert api.client.get("/incidents/inc-nope", headers=api.h("dispatcher")).status_code == 404

@@ -6,8 +6,10 @@ import re
 
 from tests.agent.api.conftest import Api, event_body, make_pending_request
 
-SAMPLE = re.compile(r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? '
-                    r"(-?[0-9.e+]+|\+Inf|NaN)$")
+SAMPLE = re.compile(
+    r'^[a-zA-Z_:][a-zA-Z0-9_:]*(\{[a-zA-Z_][a-zA-Z0-9_]*="[^"]*"(,[a-zA-Z_][a-zA-Z0-9_]*="[^"]*")*\})? '
+    r"(-?[0-9.e+]+|\+Inf|NaN)$"
+)
 
 
 def test_health_and_readiness(api: Api) -> None:
@@ -36,10 +38,14 @@ def test_metrics_are_prometheus_text(api: Api) -> None:
     assert "orderagent_events_duplicate_total 1" in text
     assert "orderagent_approvals_pending 1" in text
     assert 'orderagent_incidents{status="' in text
+    assert 'orderagent_steps_executed{status="succeeded"} ' in text  # the stalled order's notice went out
     assert "orderagent_decision_latency_seconds_count 1" in text
     assert 'orderagent_decision_latency_seconds_bucket{le="+Inf"} 1' in text
-    for expected in ("orderagent_steps_executed", "orderagent_planner_fallbacks",
-                     "orderagent_approval_latency_seconds_count"):
+    for expected in (
+        "orderagent_steps_executed",
+        "orderagent_planner_fallbacks",
+        "orderagent_approval_latency_seconds_count",
+    ):
         assert expected in names
 
 

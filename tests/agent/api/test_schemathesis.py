@@ -12,7 +12,7 @@ from sqlmodel import Session
 from agent.api.service import table_counts
 from tests.agent.api.conftest import Api, make_pending_request
 
-EXAMPLES = 12  # per operation and token: ~15 operations x 3 tokens, well under a minute
+EXAMPLES = 10  # per operation and token: ~15 operations x 3 tokens, well under a minute
 # the live feed streams until the client leaves; a generated request would read it forever
 SKIP = {("GET", "/feed")}
 

@@ -1,0 +1,63 @@
+"""`orderagent token create` prints a working token once; the demo's city injects exceptions."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+from sqlmodel import Session, select
+
+from agent.api.models import ApiToken
+from agent.api.service import authenticate_token
+from agent.cli import main
+from agent.demo import DemoCity, fresh_database, seed_city
+from tools.db import get_engine, init_db, make_engine
+from tools.events import ExceptionType
+from tools.models import OrderLine
+
+
+def test_token_create_prints_the_secret_once_and_stores_its_hash(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.settings import get_settings
+
+    url = f"sqlite:///{tmp_path / 'cli.db'}"
+    monkeypatch.setenv("DATABASE_URL", url)
+    get_settings.cache_clear()
+    try:
+        assert main(["token", "create", "--role", "supervisor", "--name", "alice"]) == 0
+    finally:
+        get_settings.cache_clear()
+    out = capsys.readouterr()
+    secret = out.out.strip()
+    assert secret.startswith("oa_") and "alice" in out.err
+    with Session(get_engine(url)) as s:
+        (row,) = list(s.exec(select(ApiToken)))
+        assert row.name == "alice" and row.role == "supervisor" and secret not in row.token_hash
+        assert authenticate_token(session=s, secret=secret) is not None
+    with pytest.raises(SystemExit):
+        main(["token", "create", "--role", "root", "--name", "x"])
+
+
+@pytest.mark.slow
+def test_demo_city_injects_exceptions_from_the_simulator(tmp_path: Path) -> None:
+    (tmp_path / "demo.checkpoints.db").write_text("stale")
+    url = fresh_database(tmp_path / "demo.db")
+    assert not (tmp_path / "demo.checkpoints.db").exists()
+    engine = make_engine(url)
+    init_db(engine)
+    storm = seed_city(engine=engine, seed=3)
+    assert {e.type for e in storm} >= {ExceptionType.weather_slowdown, ExceptionType.order_late_risk}
+    submitted: list = []
+    city = DemoCity(engine=engine, submit=submitted.extend, lock=threading.RLock(), seed=3, every_s=0.01)
+    events = [e for _ in range(4) for e in city.tick()]
+    assert city.simulator_ok
+    assert len({e.id for e in events}) == len(events)  # ids unique across ticks: none is a duplicate
+    kinds = {e.type for e in events}
+    assert ExceptionType.rider_offline in kinds and ExceptionType.stockout_after_payment in kinds
+    stockout = next(e for e in events if e.type == ExceptionType.stockout_after_payment)
+    with Session(engine) as s:
+        short = s.exec(select(OrderLine).where(OrderLine.order_id == stockout.order_ids[0])).all()
+    assert any(line.status == "short" and line.sku_id == stockout.payload["sku_id"] for line in short)
+    engine.dispose()

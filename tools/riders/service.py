@@ -1,0 +1,120 @@
+"""Database functions of the riders tools: loads, weather, and the solver's input built from the world."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+from sqlmodel import Session, func, select
+
+from tools.models import Order, Rider, RiderStatus, Store, Weather, WorldInfo, aware
+from tools.riders.problem import OrderJob, RiderState, SolverParams
+from tools.state_machine import OrderStatus
+
+# orders a rider is carrying or committed to: they count against its capacity
+HELD = frozenset({OrderStatus.assigned, OrderStatus.picked_up})
+# orders that can be given a (new) rider by a plan; picked-up bags are handed over by apply only
+PLANNABLE = frozenset({OrderStatus.confirmed, OrderStatus.picking, OrderStatus.ready, OrderStatus.assigned})
+UNAVAILABLE = frozenset({RiderStatus.offline, RiderStatus.off_shift})
+
+
+def rider_loads(*, session: Session, rider_ids: Iterable[str] | None = None) -> dict[str, int]:
+    """Orders held (assigned or picked up) per rider."""
+    stmt = (
+        select(Order.rider_id, func.count())
+        .where(Order.rider_id.is_not(None))  # type: ignore[union-attr]
+        .where(Order.status.in_([s.value for s in HELD]))  # type: ignore[attr-defined]
+        .group_by(Order.rider_id)
+    )
+    if rider_ids is not None:
+        stmt = stmt.where(Order.rider_id.in_(list(rider_ids)))  # type: ignore[union-attr]
+    return {rid: int(n) for rid, n in session.exec(stmt) if rid is not None}
+
+
+def held_orders(*, session: Session, rider_id: str) -> list[Order]:
+    stmt = (
+        select(Order)
+        .where(Order.rider_id == rider_id)
+        .where(
+            Order.status.in_([s.value for s in HELD])  # type: ignore[attr-defined]
+        )
+    )
+    return list(session.exec(stmt.order_by(Order.id)))
+
+
+def speed_factor_at(*, session: Session, now: datetime, points: Iterable[tuple[float, float]]) -> float:
+    """The slowest active weather factor whose disc covers any of the points (1.0 when none)."""
+    active = [
+        w
+        for w in session.exec(select(Weather))
+        if aware(w.starts_at) <= now < aware(w.ends_at) and w.speed_factor < 1.0
+    ]
+    if not active:
+        return 1.0
+    pts = list(points)
+    factor = 1.0
+    for w in active:
+        r2 = w.radius_m * w.radius_m
+        if any((x - w.x) ** 2 + (y - w.y) ** 2 <= r2 for x, y in pts):
+            factor = min(factor, w.speed_factor)
+    return factor
+
+
+def is_available(rider: Rider, now: datetime) -> bool:
+    return RiderStatus(rider.status) not in UNAVAILABLE and aware(rider.shift_end) > now
+
+
+def order_job(order: Order, store: Store, world: WorldInfo) -> OrderJob:
+    return OrderJob(
+        id=order.id,
+        store_id=store.id,
+        store_x=store.x,
+        store_y=store.y,
+        x=order.x,
+        y=order.y,
+        ready=world.minute(order.ready_at),
+        promise=world.minute(order.promised_at),
+        priority=order.priority,
+    )
+
+
+def rider_state(rider: Rider, load: int, world: WorldInfo, now: datetime) -> RiderState:
+    now_min = world.minute(now)
+    free = world.minute(rider.free_at) if rider.free_at is not None and load > 0 else now_min
+    return RiderState(
+        id=rider.id,
+        x=rider.x,
+        y=rider.y,
+        free_at=max(free, now_min),
+        shift_end=world.minute(rider.shift_end),
+        capacity=rider.capacity,
+        load=load,
+        shift_start=world.minute(rider.shift_start),
+    )
+
+
+def solver_input(
+    *, session: Session, orders: list[Order], riders: list[Rider], now: datetime
+) -> tuple[list[OrderJob], list[RiderState], SolverParams]:
+    """The solver's orders, riders and parameters for these rows (weather and world constants applied).
+
+    Orders being re-planned no longer weigh on the rider they are assigned to now."""
+    from tools.service import get_store, get_world
+
+    world = get_world(session=session)
+    loads = rider_loads(session=session, rider_ids=[r.id for r in riders])
+    for o in orders:
+        if o.rider_id and OrderStatus(o.status) == OrderStatus.assigned and o.rider_id in loads:
+            loads[o.rider_id] -= 1
+    stores = {o.store_id: get_store(session=session, store_id=o.store_id) for o in orders}
+    jobs = [order_job(o, stores[o.store_id], world) for o in orders]
+    states = [rider_state(r, loads.get(r.id, 0), world, now) for r in riders]
+    pts = [(s.x, s.y) for s in stores.values()] + [(o.x, o.y) for o in orders]
+    params = SolverParams(
+        now=world.minute(now),
+        meters_per_minute=world.meters_per_minute,
+        speed_factor=speed_factor_at(session=session, now=now, points=pts),
+        pickup_service=world.pickup_service_minutes,
+        dropoff_service=world.dropoff_service_minutes,
+    )
+    return jobs, states, params
