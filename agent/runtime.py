@@ -127,14 +127,14 @@ class AgentRuntime:
     def _invoke(self, value: Any, thread_id: str) -> None:
         from audit.logging import bind_incident
 
-        bind_incident(thread_id, thread_id)
         # durability="sync": each checkpoint is written before the next node (and its writes) starts
-        self.graph.invoke(
-            value,
-            self.config(thread_id),
-            context=self.context(),  # type: ignore[call-overload]
-            durability="sync",
-        )
+        with bind_incident(thread_id, thread_id):
+            self.graph.invoke(
+                value,
+                self.config(thread_id),
+                context=self.context(),  # type: ignore[call-overload]
+                durability="sync",
+            )
 
     # --- the facade -------------------------------------------------------------------------------
 

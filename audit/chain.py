@@ -1,21 +1,23 @@
 """The hash chain over decision records, and its verification.
 
-record_hash = sha256 of the canonical JSON document of a record: one object, keys sorted, no spaces,
-UTF-8, holding every field but record_hash itself, including ``seq`` and ``prev_hash`` (the previous
-record's hash; 64 zeros for the first). Field forms in the document:
+record_hash = sha256 of the canonical JSON document of a record (keys sorted, no spaces, UTF-8):
 
-- text fields as JSON strings (NULL as null); ``schema_version`` and ``seq`` as integers;
-- ``recorded_at`` as ISO 8601 UTC text with microseconds (``2026-11-01T12:00:00.000000+00:00``);
-- confidence as integer millionths under the key ``confidence_ppm`` (stored confidence is quantised
-  to millionths, so no float formatting is involved);
-- the JSON fields (subjects, steps, verdicts, result, explanation, attributes) embedded as JSON: they
-  are stored as canonical text already.
+    {"body": {<the JSON fields: attributes, explanation, result, steps, subjects, verdicts>},
+     "head": {<every other field but record_hash, including seq and prev_hash>}}
 
-``record_hash`` computes it in Python (at append). For verification the database renders the same
-document itself (json_quote / to_json escape strings exactly as orjson does; tests check this on both
-backends), so each row reaches Python as one string and costs one sha256: well above 100,000
-records/s. Changing a record breaks its hash; deleting, inserting or reordering records breaks the
-seq run or the prev_hash links; removing or adding records at the tail disagrees with the chain head.
+prev_hash is the previous record's hash (64 zeros for the first). In ``head``: text as JSON strings
+(NULL as null), schema_version and seq as integers, recorded_at as ISO 8601 UTC text with
+microseconds, and confidence as integer millionths under ``confidence_ppm`` (stored confidence is
+quantised to millionths, so no float formatting is involved). ``body`` embeds the JSON fields as they
+are stored: canonical text already.
+
+``record_hash`` builds the document in Python at append time. To verify, the database renders the
+same document itself (SQLite json_object / PostgreSQL to_json escape text byte-for-byte as orjson
+does; tests/audit/test_chain.py checks awkward text on both), so each row reaches Python as one
+bytes value and costs one sha256: about 100,000 records/s on one core (``orderagent audit bench``).
+
+Changing a record breaks its hash; deleting, inserting or reordering records breaks the seq run or
+the prev_hash links; removing or adding records at the tail disagrees with the chain head.
 """
 
 from __future__ import annotations
@@ -129,6 +131,8 @@ def document_sql(dialect: str) -> str:
         doc = f"format('{template}', {', '.join(_body_args() + head_a)})"
     else:  # pragma: no cover - only the two supported backends
         raise ValueError(f"unsupported database {dialect!r}")
+    if dialect == "sqlite":  # as bytes: what is hashed, without a decode/encode round trip in Python
+        doc = f"CAST({doc} AS BLOB)"
     return f"SELECT seq, prev_hash, record_hash, {doc} FROM decisionrecord ORDER BY seq"
 
 
@@ -179,7 +183,7 @@ def verify_chain(*, session: Session, batch: int = 5000) -> ChainReport:
                 return report(False, seq, problem)
             if prev_hash != prev:
                 return report(False, seq, f"record {seq}: prev_hash does not match record {seq - 1}'s hash")
-            if sha(doc.encode()).hexdigest() != stored_hash:
+            if sha(doc if type(doc) is bytes else doc.encode()).hexdigest() != stored_hash:
                 return report(False, seq, f"record {seq}: content does not match its record_hash (modified)")
             prev = stored_hash
             expected_seq += 1

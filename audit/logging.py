@@ -41,10 +41,21 @@ def configure_logging(
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
-        logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
+        # not sys.stderr itself: it is looked up at each write, so a swapped stream (tests, daemons) is followed
+        logger_factory=structlog.PrintLoggerFactory(file=stream if stream not in (None, sys.stderr) else _Stderr()),
         cache_logger_on_first_use=False,
     )
     _configured = True
+
+
+class _Stderr:
+    """Whatever sys.stderr is at the moment of writing."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
 
 
 class bind_incident:  # noqa: N801 - used like a function: bind_incident(...) or `with bind_incident(...)`

@@ -11,7 +11,7 @@ from datetime import UTC, datetime
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic import Field as PydField
 from sqlalchemy import Column, DateTime, Index, Text
 from sqlalchemy.types import TypeDecorator
@@ -131,6 +131,24 @@ class RecordIn(BaseModel):
     # OpenTelemetry GenAI semantic-convention names: gen_ai.request.model, gen_ai.provider.name, ...
     attributes: dict[str, Any] = PydField(default_factory=dict)
     recorded_at: datetime | None = None  # default: the wall clock (UTC)
+
+    @field_validator(
+        "incident_id",
+        "thread_id",
+        "planner",
+        "model_provider",
+        "model_name",
+        "model_version",
+        "prompt_version",
+        "policy_version",
+        "approver_id",
+        "approver_role",
+        "reason",
+    )
+    @classmethod
+    def _no_nul(cls, v: str | None) -> str | None:
+        # PostgreSQL text cannot hold NUL; model output might: keep the record, mark the spot
+        return None if v is None else v.replace("\x00", "\ufffd")
 
 
 # Hashed fields; record_hash covers all of them (see audit/chain.py).

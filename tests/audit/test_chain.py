@@ -164,7 +164,7 @@ def test_database_rendering_matches_python_for_awkward_values(engine: Engine) ->
                 record=RecordIn(
                     stage="decision",
                     incident_id=f"inc {awkward}",
-                    reason=awkward * (i + 1),
+                    reason=awkward * (i + 1) + "\x00nul",
                     approver_id="sup'; DROP TABLE x; --",
                     confidence=conf,
                     steps=[{"args": {"note": awkward, "n": 1.5e-7, "big": 2**53}}],
