@@ -32,7 +32,16 @@ def make_engine(url: str) -> Engine:
                 cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER)")
             cur.close()
+
+        @event.listens_for(engine, "savepoint")
+        def _write_lock(conn, _name):  # pragma: no cover - trivial
+            # A SAVEPOINT opens a deferred transaction whose first reads pin a snapshot; if another
+            # connection commits before this one writes, SQLite refuses the upgrade at once
+            # (SQLITE_BUSY_SNAPSHOT) instead of waiting. Taking the write lock first (a no-op UPDATE)
+            # makes concurrent writers queue on busy_timeout like everywhere else.
+            conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)

@@ -69,8 +69,9 @@ class IncidentWorker:
         """Store the events (idempotent by id) and schedule a run for each incident that got a new event."""
         if self.runtime is None:
             raise RuntimeError("the agent runtime is not available")
-        with self.run_lock:
-            results = list(self.runtime.ingest(list(events)))
+        # not under run_lock: intake must not wait for incident runs (SQLite writers queue on its
+        # busy timeout; see tools/db.py for why savepoints take the write lock first)
+        results = list(self.runtime.ingest(list(events)))
         for res in results:
             if res.duplicate:
                 self.metrics.inc("orderagent_events_duplicate_total")
