@@ -15,9 +15,7 @@ Autonomy = Literal["shadow", "assist", "auto"]
 
 
 class Settings(BaseSettings):
-    model_config = SettingsConfigDict(
-        env_prefix="ORDERAGENT_", env_file=".env", extra="ignore", populate_by_name=True
-    )
+    model_config = SettingsConfigDict(env_prefix="ORDERAGENT_", env_file=".env", extra="ignore", populate_by_name=True)
 
     environment: Literal["development", "test", "production"] = "development"
     database_url: str = Field(

@@ -102,10 +102,7 @@ class _Rollback(Exception):
 
 
 def _jsonable(d: dict[str, Any]) -> dict[str, Any]:
-    return {
-        k: (v if isinstance(v, str | int | float | bool | list | dict | None) else str(v))
-        for k, v in d.items()
-    }
+    return {k: (v if isinstance(v, str | int | float | bool | list | dict | None) else str(v)) for k, v in d.items()}
 
 
 def tool(

@@ -76,8 +76,7 @@ def check_transition(current: OrderStatus | str, target: OrderStatus | str, *, o
     """Raise IllegalTransition unless ``current -> target`` is legal."""
     if not can_transition(current, target):
         raise IllegalTransition(
-            f"order {order_id or '?'}: {OrderStatus(current).value} -> {OrderStatus(target).value}"
-            " is not allowed",
+            f"order {order_id or '?'}: {OrderStatus(current).value} -> {OrderStatus(target).value} is not allowed",
             order_id=order_id,
             current=OrderStatus(current).value,
             target=OrderStatus(target).value,
