@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 import sys
 from types import TracebackType
-from typing import Any, TextIO
+from typing import Any, TextIO, cast
 
 import structlog
 from structlog.contextvars import bind_contextvars, reset_contextvars
@@ -42,7 +42,9 @@ def configure_logging(
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelNamesMapping()[level.upper()]),
         # not sys.stderr itself: it is looked up at each write, so a swapped stream (tests, daemons) is followed
-        logger_factory=structlog.PrintLoggerFactory(file=stream if stream not in (None, sys.stderr) else _Stderr()),
+        logger_factory=structlog.PrintLoggerFactory(
+            file=stream if stream not in (None, sys.stderr) else cast(TextIO, _Stderr())
+        ),
         cache_logger_on_first_use=False,
     )
     _configured = True
