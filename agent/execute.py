@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session
@@ -65,49 +66,90 @@ def run_step(
     actor: str = "agent",
     approved_by: list[str] | None = None,
     after_commit: AfterCommit | None = None,
+    extras: dict[str, Any] | None = None,
 ) -> StepOutcome:
-    """Run ``step`` once under its idempotency key; re-validate live first (stale -> not run)."""
+    """Run ``step`` once under its idempotency key; re-validate live first (stale -> not run).
+
+    ``extras`` reach the tool as ``ToolContext.extras`` (e.g. caches the caller shares between steps
+    that read the same world state; the caller invalidates them)."""
     key = idempotency_key(incident_id, step)
+    # Core statements on the ExecutedStep table (no ORM object per step: a storm runs ~230 steps and
+    # the unit-of-work bookkeeping cost more than the statements); same rows, same transaction.
+    table = ExecutedStep.__table__  # type: ignore[attr-defined]
     with session_scope(engine) as session:
-        done = session.get(ExecutedStep, key)
+        done = _read(session, key)
         if done is not None and done.status == ExecutionStatus.succeeded:
-            return StepOutcome(StepStatus.executed, key, dict(done.result), reused=True)
+            return StepOutcome(StepStatus.executed, key, dict(done.result or {}), reused=True)
         reasons = live_check(session, step) if live_check else []
         if reasons:
             return StepOutcome(StepStatus.stale, key, error="; ".join(getattr(r, "code", str(r)) for r in reasons))
-        row = done or ExecutedStep(
-            idempotency_key=key,
-            incident_id=incident_id,
-            step_index=step.index,
-            tool=step.tool,
-            args_hash=step.args_hash,
-            started_at=now,
-        )
-        row.status = ExecutionStatus.running
-        row.actor = actor
-        row.approved_by = list(approved_by or [])
-        session.add(row)
+        claim = {"status": ExecutionStatus.running.value, "actor": actor, "approved_by": list(approved_by or [])}
         try:
-            session.flush()  # claims the key: a concurrent runner blocks or fails here
+            if done is None:
+                # claims the key: a concurrent runner blocks or fails here
+                session.execute(
+                    insert(table).values(
+                        idempotency_key=key,
+                        incident_id=incident_id,
+                        step_index=step.index,
+                        tool=step.tool,
+                        args_hash=step.args_hash,
+                        result={},
+                        error="",
+                        started_at=now,
+                        finished_at=None,
+                        **claim,
+                    )
+                )
+            else:  # an earlier attempt failed (or crashed before finishing): this one takes it over
+                session.execute(update(table).where(table.c.idempotency_key == key).values(**claim))
         except IntegrityError:
             session.rollback()
-            winner = session.get(ExecutedStep, key)
+            winner = _read(session, key)
             if winner is not None and winner.status == ExecutionStatus.succeeded:
-                return StepOutcome(StepStatus.executed, key, dict(winner.result), reused=True)
+                return StepOutcome(StepStatus.executed, key, dict(winner.result or {}), reused=True)
             return StepOutcome(StepStatus.failed, key, error="concurrent_execution")
-        ctx = ToolContext(session=session, now=now, actor=actor, incident_id=incident_id, idempotency_key=key)
+        ctx = ToolContext(
+            session=session,
+            now=now,
+            actor=actor,
+            incident_id=incident_id,
+            idempotency_key=key,
+            extras=extras if extras is not None else {},
+        )
         result = tool.invoke(ctx, step.args)
         ok = bool(result.get("ok", True))
-        row.status = ExecutionStatus.succeeded if ok else ExecutionStatus.failed
-        row.result = result
-        row.error = "" if ok else f"{result.get('error', 'error')}: {result.get('message', '')}"
-        row.finished_at = now
-        session.add(row)
-        outcome = StepOutcome(StepStatus.executed if ok else StepStatus.failed, key, result, row.error)
+        error = "" if ok else f"{result.get('error', 'error')}: {result.get('message', '')}"
+        session.execute(
+            update(table)
+            .where(table.c.idempotency_key == key)
+            .values(
+                status=(ExecutionStatus.succeeded if ok else ExecutionStatus.failed).value,
+                result=result,
+                error=error,
+                finished_at=now,
+            )
+        )
+        outcome = StepOutcome(StepStatus.executed if ok else StepStatus.failed, key, result, error)
     # committed: the effect and its key are durable together
     if after_commit is not None:
         after_commit(step, outcome)
     return outcome
+
+
+def _read(session: Session, key: str) -> Any:
+    """(status, result) of the key's row, or None."""
+    table = ExecutedStep.__table__  # type: ignore[attr-defined]
+    row = session.execute(select(table.c.status, table.c.result).where(table.c.idempotency_key == key)).first()
+    if row is None:
+        return None
+    return _Row(ExecutionStatus(row[0]), row[1])
+
+
+@dataclass(frozen=True)
+class _Row:
+    status: ExecutionStatus
+    result: dict[str, Any] | None
 
 
 def list_executed(*, session: Session, incident_id: str) -> list[ExecutedStep]:

@@ -37,6 +37,7 @@ from agent.records import load_snapshot, record
 from agent.state import IncidentState
 from tools.base import ToolContext
 from tools.db import session_scope
+from tools.orders.eta import ETA_CACHE, PredictionCache
 
 Ctx = Runtime[RunContext]
 # risks whose steps neither move orders nor riders nor stock (see _run_steps)
@@ -54,13 +55,15 @@ def _now(rt: Ctx) -> datetime:
     return rt.context.clock.now()
 
 
-def brief_of(inc: Incident) -> IncidentBrief:
+def brief_of(inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
+    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders."""
     return IncidentBrief(
         id=inc.id,
         type=inc.type,
         family=inc.family,
         zone=inc.zone,
-        order_ids=list(inc.order_ids),
+        order_ids=[o for o in inc.order_ids if o in set(focus)] if focus else list(inc.order_ids),
+        follow_up=bool(focus),
         rider_ids=list(inc.rider_ids),
         store_ids=list(inc.store_ids),
         customer_ids=list(inc.customer_ids),
@@ -125,7 +128,8 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
-        snapshot = investigate(brief_of(inc), read_caller(runtime, s, inc.id), now=_now(runtime))
+        brief = brief_of(inc, state.get("focus_order_ids"))
+        snapshot = investigate(brief, read_caller(runtime, s, inc.id), now=_now(runtime))
         # orders the investigation found at risk in the incident's area join its scope
         scope = expand_scope(inc, snapshot)
         if scope != list(inc.order_ids):
@@ -157,7 +161,7 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             tool_names={n: t.writes for n, t in rc.tools.items()},
             gathered=gathered,
         )
-        plan = rc.planner.plan(brief_of(inc), snapshot, pctx)
+        plan = rc.planner.plan(brief_of(inc, state.get("focus_order_ids")), snapshot, pctx)
         inc.plan = plan.model_dump(mode="json")
         inc.planner = plan.planner
         inc.summary = plan.summary
@@ -225,7 +229,11 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         request_id = None
         if asking:
             # idempotent: a re-run of this node after a crash finds the request it already made
-            existing = list_requests(session=s, incident_id=inc.id, order_by_expiry=False)
+            existing = [
+                r
+                for r in list_requests(session=s, incident_id=inc.id, order_by_expiry=False)
+                if r.thread_id in (None, "", inc.thread_id)  # a follow-up thread makes its own request
+            ]
             if existing:
                 request_id = existing[0].id
             else:
@@ -307,11 +315,20 @@ def _run_steps(
     # batch of live facts, rebuilt after any step that moves orders, riders or stock; those are
     # re-checked one by one (validate_live) right before they run.
     shared: list[Any] = []
+    # the same rule for the tools' whole-world ETA (delay notices): computed once, dropped around any
+    # step that can move what it reads
+    eta_cache = PredictionCache()
+    extras: dict[str, Any] = {ETA_CACHE: eta_cache}
+
+    def moves_world(st: PlanStep) -> bool:
+        rule = policy.tool_rule(st.tool)
+        return rule is None or rule.risk not in SHARED_CHECK_RISKS
 
     def live(session: Session, st: PlanStep, now: datetime) -> list[Any]:
         rule = policy.tool_rule(st.tool)
         if rule is None or rule.risk not in SHARED_CHECK_RISKS:
             shared.clear()
+            eta_cache.clear()
             return validate_live(session=session, step=st, incident_order_ids=scope, now=now, policy=policy)
         bad = schema_errors(st.tool, st.args)
         if bad:
@@ -328,9 +345,13 @@ def _run_steps(
             )
         return hard_blocks(st, rule, step_subjects(st.args), shared[0], policy)
 
+    before = state.get("step_status", {})
     for step, approvers in steps:
         if halted:
             status[str(step.index)] = StepStatus.skipped.value
+            continue
+        if step.after is not None and status.get(str(step.after), before.get(str(step.after))) != "executed":
+            status[str(step.index)] = StepStatus.skipped.value  # what it follows did not happen
             continue
         tool = rc.tools.get(step.tool)
         if tool is None:  # assessed as blocked already; defensive for edited plans
@@ -348,7 +369,10 @@ def _run_steps(
             actor="agent" if not approvers else "agent+" + ",".join(approvers),
             approved_by=approvers,
             after_commit=rc.after_commit,
+            extras=extras,
         )
+        if moves_world(step):
+            eta_cache.clear()
         status[str(step.index)] = outcome.status.value
         results[str(step.index)] = outcome.summary()
         if outcome.status == StepStatus.failed and not step.continue_on_failure:
@@ -391,9 +415,16 @@ def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             )
         return {}
     todo: list[tuple[PlanStep, list[str]]] = [
-        (st, []) for st in plan.steps if status.get(str(st.index)) == StepStatus.approved.value
+        (st, [])
+        for st in plan.steps
+        if status.get(str(st.index)) == StepStatus.approved.value and not _follows_pending(st, status)
     ]
     return _run_steps(runtime, state, todo, "allowed by policy")
+
+
+def _follows_pending(step: PlanStep, status: dict[str, str]) -> bool:
+    """An allowed step that follows one waiting for approval runs after it, in execute_approved."""
+    return step.after is not None and status.get(str(step.after)) == StepStatus.pending_approval.value
 
 
 def approve(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
@@ -485,6 +516,16 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             status[str(idx)] = StepStatus.stale.value
             continue
         todo.append((step, sorted({d.actor_id for d in approvers})))
+    # allowed steps held back until the step they follow was decided (see _follows_pending)
+    going = {st.index for st, _ in todo}
+    was = state.get("step_status", {})
+    for st in Plan.model_validate(state["plan"]).steps:
+        if was.get(str(st.index)) == StepStatus.approved.value and _follows_pending(st, was) and st.index not in rows:
+            if st.after in going:
+                todo.append((st, []))
+            else:
+                status[str(st.index)] = StepStatus.skipped.value
+    todo.sort(key=lambda t: t[0].index)
     out = _run_steps(runtime, state, todo, f"approved in request {rid}")
     out["step_status"] = {**status, **out["step_status"]}
     if status:

@@ -5,6 +5,12 @@ or (b) the incident has the same family and zone and its last event is within ``
 one. The storm's weather slowdown, rider shortage and hundreds of order_late_risk events in one
 zone are one family, so the whole storm is ONE incident and one plan, not 278 small ones.
 
+Late events: "open" means open/investigating/awaiting_approval/executing. An event that joins while
+the incident's plan is already made (e.g. it waits for approval) is kept on the incident, and the
+runtime runs a follow-up thread ``f"{incident_id}:{n}"`` for the orders it added once the current
+thread ends (agent.runtime). Once the incident is resolved, failed or escalated it is never
+re-opened by correlation: a related event opens a NEW incident.
+
 Idempotency: ``IncidentEvent.event_id`` is the primary key. A repeated id is reported as a duplicate;
 two concurrent deliveries of the same id race on the insert and the loser's savepoint rolls back
 (IntegrityError), so the event has one effect whichever process wins.
@@ -97,6 +103,9 @@ def _ingest(
     window = timedelta(seconds=window_s)
     results: list[IngestResult] = []
     batch: list[dict[str, Any]] = []  # one multi-row INSERT instead of one ORM insert per event
+    # what each touched incident absorbs, written back once at the end (rebuilding the JSON lists per
+    # event made a 263-event storm quadratic)
+    absorbed: dict[str, _Absorbed] = {}
     with session.no_autoflush:
         for event in events:
             if event.id in known:
@@ -106,15 +115,16 @@ def _ingest(
             new = incident is None
             if incident is None:
                 incident = _open(event, now)
-            row = IncidentEvent(
-                event_id=event.id,
-                incident_id=incident.id,
-                type=event.type.value,
-                received_at=now,
-                occurred_at=event.occurred_at,
-                event=event.model_dump(mode="json"),  # as received: `eval export` replays it
-            )
+            values: dict[str, Any] = {
+                "event_id": event.id,
+                "incident_id": incident.id,
+                "type": event.type.value,
+                "received_at": now,
+                "occurred_at": event.occurred_at,
+                "event": event.model_dump(mode="json"),  # as received: `eval export` replays it
+            }
             if one_by_one:
+                row = IncidentEvent(**values)
                 try:
                     with session.begin_nested():
                         if new:
@@ -131,15 +141,20 @@ def _ingest(
             else:
                 if new:
                     session.add(incident)
-                batch.append(row.model_dump())
+                batch.append(values)
             if new:
                 open_incidents.append(incident)
-            _absorb(incident, event, now)
+            acc = absorbed.get(incident.id)
+            if acc is None:
+                acc = absorbed[incident.id] = _Absorbed(incident)
+            acc.add(event)
             for oid in event.order_ids:
                 by_order.setdefault(oid, incident)
-            session.add(incident)
             known[event.id] = incident.id
             results.append(IngestResult(event.id, incident.id, duplicate=False, new_incident=new))
+    for acc in absorbed.values():
+        acc.write(now)
+        session.add(acc.incident)
     session.flush()
     if batch:
         session.execute(insert(IncidentEvent), batch)
@@ -177,23 +192,47 @@ def _open(event: ExceptionEvent, now: datetime) -> Incident:
     )
 
 
-def _union(current: list[str], new: list[str]) -> list[str]:
-    seen = set(current)
-    return current + [x for x in new if not (x in seen or seen.add(x))]  # type: ignore[func-returns-value]
+class _Absorbed:
+    """An incident's lists with the events absorbed so far (first-seen order, no duplicates)."""
 
+    def __init__(self, incident: Incident) -> None:
+        self.incident = incident
+        self.event_ids = list(incident.event_ids)
+        self.payloads = list(incident.payloads)
+        self.lists = {
+            name: (list(getattr(incident, name)), set(getattr(incident, name)))
+            for name in ("order_ids", "rider_ids", "store_ids", "customer_ids")
+        }
 
-def _absorb(incident: Incident, event: ExceptionEvent, now: datetime) -> None:
-    # JSON columns only persist on reassignment, so every list is rebuilt rather than appended to
-    incident.event_ids = [*incident.event_ids, event.id]
-    incident.order_ids = _union(list(incident.order_ids), event.order_ids)
-    incident.rider_ids = _union(list(incident.rider_ids), event.rider_ids)
-    incident.store_ids = _union(list(incident.store_ids), event.store_ids)
-    incident.customer_ids = _union(list(incident.customer_ids), event.customer_ids)
-    if event.payload:
-        incident.payloads = [*incident.payloads, {"event_id": event.id, "type": event.type.value, **event.payload}]
-    if aware(event.occurred_at) > aware(incident.last_event_at):
-        incident.last_event_at = event.occurred_at
-    incident.updated_at = now
+    def add(self, event: ExceptionEvent) -> None:
+        self.event_ids.append(event.id)
+        for name, new in (
+            ("order_ids", event.order_ids),
+            ("rider_ids", event.rider_ids),
+            ("store_ids", event.store_ids),
+            ("customer_ids", event.customer_ids),
+        ):
+            items, seen = self.lists[name]
+            for x in new:
+                if x not in seen:
+                    seen.add(x)
+                    items.append(x)
+        if event.payload:
+            self.payloads.append({"event_id": event.id, "type": event.type.value, **event.payload})
+        # the correlation window of the next event runs from here: kept current on the incident
+        if aware(event.occurred_at) > aware(self.incident.last_event_at):
+            self.incident.last_event_at = event.occurred_at
+
+    def write(self, now: datetime) -> None:
+        # JSON columns only persist on reassignment: every list is assigned anew
+        inc = self.incident
+        inc.event_ids = self.event_ids
+        inc.order_ids = self.lists["order_ids"][0]
+        inc.rider_ids = self.lists["rider_ids"][0]
+        inc.store_ids = self.lists["store_ids"][0]
+        inc.customer_ids = self.lists["customer_ids"][0]
+        inc.payloads = self.payloads
+        inc.updated_at = now
 
 
 def get_incident(*, session: Session, incident_id: str) -> Incident | None:

@@ -44,7 +44,10 @@ def investigate(incident: IncidentBrief, call: Call, *, now: datetime) -> dict[s
         _delivery_delay(incident, traced, snap)
     elif fam == "rider_offline":
         _orders(incident.order_ids, traced, snap)
-        _reassignment(_active(snap), traced, snap)
+        # bags already picked up are not the solver's to plan (not_plannable): _handover covers them
+        in_hand = [o for o in _active(snap) if snap["orders"][o].get("status") != "picked_up"]
+        _reassignment(in_hand, traced, snap)
+        _handover(incident, traced, snap)
         _quotes(snap, traced)
     elif fam == "stockout_after_payment":
         _orders(incident.order_ids, traced, snap)
@@ -81,6 +84,9 @@ def _delivery_delay(incident: IncidentBrief, call: Call, snap: dict[str, Any]) -
         args["zone"] = incident.zone
     res = call("list_orders_at_risk", args)
     at_risk = {o["order_id"]: o for o in res.get("orders", [])} if res.get("ok", True) else {}
+    if incident.follow_up:  # earlier plans covered the zone; only the late events' orders are new
+        mine = set(incident.order_ids)
+        at_risk = {oid: o for oid, o in at_risk.items() if oid in mine}
     # event orders that the forecast no longer sees as late stay in the snapshot as not at risk
     snap["at_risk"] = at_risk
     snap["orders"] = dict(at_risk)
@@ -126,6 +132,30 @@ def _reassignment(order_ids: list[str], call: Call, snap: dict[str, Any]) -> Non
         snap["reassignment_error"] = {"error": res.get("error"), "message": res.get("message")}
         return
     snap["reassignment"] = res
+
+
+def _handover(incident: IncidentBrief, call: Call, snap: dict[str, Any]) -> None:
+    """Bags already picked up by a rider who went offline: the solver does not plan them
+    (not_plannable), so list the idle riders nearest the rider's last known position (from the
+    event, when it gives one) who could take the bag over."""
+    gone = set(incident.rider_ids)
+    bags = [
+        oid for oid, o in snap.get("orders", {}).items() if o.get("status") == "picked_up" and o.get("rider_id") in gone
+    ]
+    if not bags:
+        return
+    args: dict[str, Any] = {"include_busy": False, "limit": 50}
+    where = next((p for p in incident.payloads if "x" in p and "y" in p), None)
+    if where is not None:
+        args.update(x=float(where["x"]), y=float(where["y"]), radius_m=20_000.0)
+    if incident.zone:
+        args["zone"] = incident.zone
+    if "x" not in args and "zone" not in args:
+        snap["handover"] = {"order_ids": bags, "riders": []}
+        return
+    res = call("find_available_riders", args)
+    riders = res.get("riders", []) if res.get("ok", True) else []
+    snap["handover"] = {"order_ids": bags, "riders": [r for r in riders if r.get("rider_id") not in gone]}
 
 
 def predicted_delays(snap: dict[str, Any]) -> dict[str, float]:

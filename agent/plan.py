@@ -55,6 +55,9 @@ class PlanStep(BaseModel):
     confidence: float = Field(ge=0.0, le=1.0)
     continue_on_failure: bool = True
     explanation: dict[str, Any] | None = None  # SHAP factors where a model set an amount
+    # run only once the step with this index has executed (a refund notice after the refund, which
+    # may wait for approval); skipped when that step does not execute (rejected, expired, failed)
+    after: int | None = Field(default=None, ge=0)
 
     @property
     def args_hash(self) -> str:

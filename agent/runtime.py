@@ -7,6 +7,15 @@ resolved, and expires overdue requests (whose safe default then applies: nothing
 Runs of one thread are serialised by a per-thread lock within the process; across processes the
 checkpointer, the approval queue's optimistic versions and the executor's idempotency keys keep a
 doubled resume harmless.
+
+Late events: an event that joins an open incident after its thread has planned (say while a refund
+waits for approval) would otherwise never be planned for. When the incident's thread has ended (its
+run finished, or a resume finished it), the runtime looks for orders of the incident that no plan of
+it has covered yet (the ``proposal`` audit records name the orders each plan saw) and, if any, runs a
+FOLLOW-UP thread ``f"{incident_id}:{n}"`` (n = 2, 3, ...) on the same incident, focused on those
+orders only (``focus_order_ids``), so nothing planned before is re-planned or paid twice. An event
+for an incident that is already resolved, failed or escalated does not re-open it: correlation opens
+a new incident (agent.incidents). A late event that adds no new order needs no follow-up.
 """
 
 from __future__ import annotations
@@ -128,7 +137,7 @@ class AgentRuntime:
         from audit.logging import bind_incident
 
         # durability="sync": each checkpoint is written before the next node (and its writes) starts
-        with bind_incident(thread_id, thread_id):
+        with bind_incident(incident_of(thread_id), thread_id):
             self.graph.invoke(
                 value,
                 self.config(thread_id),
@@ -147,13 +156,16 @@ class AgentRuntime:
     def run_incident(self, incident_id: str) -> IncidentOutcome:
         """Run the thread until it ends or waits for approval; a crashed run continues where it stopped."""
         started = time.perf_counter()
+        incident_id = incident_of(incident_id)
         with self._lock(incident_id):
-            snap = self.graph.get_state(self.config(incident_id))
+            thread_id = self._thread_of(incident_id)
+            snap = self.graph.get_state(self.config(thread_id))
             try:
                 if not snap.values:  # a new thread
-                    self._invoke({"incident_id": incident_id}, incident_id)
+                    self._invoke({"incident_id": incident_id}, thread_id)
                 elif snap.next and not _interrupts(snap):
-                    self._invoke(None, incident_id)  # resume a run that stopped between nodes
+                    self._invoke(None, thread_id)  # resume a run that stopped between nodes
+                self._follow_up(incident_id)
             except Exception as exc:  # recorded and surfaced, never swallowed silently
                 self._fail(incident_id, exc)
                 out = self.outcome(incident_id)
@@ -212,16 +224,59 @@ class AgentRuntime:
 
     def resume(self, thread_id: str) -> bool:
         """Resume a thread waiting in ``approve``; False when it is not waiting (already resumed)."""
-        with self._lock(thread_id):
+        incident_id = incident_of(thread_id)
+        with self._lock(incident_id):
             snap = self.graph.get_state(self.config(thread_id))
             if not _interrupts(snap):
                 return False
             try:
                 # the value is informational only: the execute node reads decisions from the database
                 self._invoke(Command(resume={"resumed_at": self.clock.now().isoformat()}), thread_id)
+                self._follow_up(incident_id)
             except Exception as exc:
-                self._fail(thread_id, exc)
+                self._fail(incident_id, exc)
             return True
+
+    def _thread_of(self, incident_id: str) -> str:
+        with Session(self.engine) as s:
+            inc = s.get(Incident, incident_id)
+            return inc.thread_id if inc is not None and inc.thread_id else incident_id
+
+    def _follow_up(self, incident_id: str) -> str | None:
+        """Run a follow-up thread for orders late events added after every plan; its id, or None.
+        Called with the incident's lock held, once its current thread may have ended."""
+        from audit.service import list_records
+
+        thread_id = self._thread_of(incident_id)
+        snap = self.graph.get_state(self.config(thread_id))
+        if not snap.values or snap.next:  # not started, waiting for approval, or stopped mid-run
+            return None
+        with session_scope(self.engine) as s:
+            inc = s.get(Incident, incident_id)
+            if inc is None:
+                return None
+            covered: set[str] = set()
+            for rec in list_records(session=s, incident_id=incident_id, stage="proposal", limit=100_000):
+                covered.update((rec.subjects or {}).get("orders", []))
+            focus = [o for o in inc.order_ids if o not in covered]
+            if not focus:
+                return None
+            n = int(thread_id.rsplit(":", 1)[1]) + 1 if ":" in thread_id else 2
+            new_thread = f"{incident_id}:{n}"
+            inc.thread_id = new_thread
+            inc.status = IncidentStatus.open
+            inc.updated_at = self.clock.now()
+            s.add(inc)
+            record(
+                session=s,
+                stage="intake",
+                incident=inc,
+                reason="follow-up: late events added orders after the last plan",
+                result={"follow_up_of": thread_id, "focus_order_ids": focus},
+            )
+        log.info("incident_follow_up", incident_id=incident_id, thread_id=new_thread, orders=len(focus))
+        self._invoke({"incident_id": incident_id, "focus_order_ids": focus}, new_thread)
+        return new_thread
 
     def expire_due(self) -> list[str]:
         """Expire overdue requests (their safe default applies) and resume their threads."""
@@ -245,7 +300,8 @@ class AgentRuntime:
         return [rid for rid, _ in threads]
 
     def outcome(self, incident_id: str) -> IncidentOutcome:
-        snap = self.graph.get_state(self.config(incident_id))
+        incident_id = incident_of(incident_id)
+        snap = self.graph.get_state(self.config(self._thread_of(incident_id)))
         with Session(self.engine) as s:
             inc = s.get(Incident, incident_id)
             if inc is None:
@@ -317,6 +373,11 @@ class AgentRuntime:
             inc.updated_at = self.clock.now()
             s.add(inc)
             record(session=s, stage="error", incident=inc, reason=f"{type(exc).__name__}: {exc}")
+
+
+def incident_of(thread_id: str) -> str:
+    """The incident a thread belongs to (follow-up threads are ``f"{incident_id}:{n}"``)."""
+    return thread_id.split(":", 1)[0]
 
 
 def _interrupts(snap: Any) -> list[dict[str, Any]]:

@@ -17,7 +17,10 @@ def merge_dicts(left: dict[str, Any] | None, right: dict[str, Any] | None) -> di
 
 class IncidentState(TypedDict, total=False):
     incident_id: str
-    """The incident this thread handles; also the LangGraph thread id."""
+    """The incident this thread handles; also the LangGraph thread id (a follow-up: f"{id}:{n}")."""
+
+    focus_order_ids: list[str]
+    """A follow-up thread only: the orders late events added after the earlier plans (see runtime)."""
 
     autonomy: str
     """shadow | assist | auto, fixed at intake from settings for the incident's exception type."""

@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import text
+from sqlalchemy import insert, text
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -112,14 +112,20 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     digest = record_hash({**values, **{k: json_text(json_values[k]) for k in JSON_FIELDS}})
     row = DecisionRecord(**values, **json_values, record_hash=digest)
     session.add(row)
-    for kind, ids in (
-        ("order", record.subjects.orders),
-        ("rider", record.subjects.riders),
-        ("customer", record.subjects.customers),
-    ):
-        for sid in dict.fromkeys(ids):
-            session.add(RecordSubject(seq=seq, kind=kind, subject_id=sid))
     session.flush()
+    # one executemany for the subject index: a storm record names ~280 orders, and an ORM object
+    # per subject cost more than the rest of the append together
+    subjects = [
+        {"seq": seq, "kind": kind, "subject_id": sid}
+        for kind, ids in (
+            ("order", record.subjects.orders),
+            ("rider", record.subjects.riders),
+            ("customer", record.subjects.customers),
+        )
+        for sid in dict.fromkeys(ids)
+    ]
+    if subjects:
+        session.execute(insert(RecordSubject.__table__), subjects)  # type: ignore[attr-defined]
     session.execute(
         ChainHead.__table__.update()  # type: ignore[attr-defined]
         .where(ChainHead.__table__.c.id == 1)  # type: ignore[attr-defined]

@@ -49,9 +49,10 @@ class Binding(Strict):
 
 
 class SetupOp(Strict):
-    """A change to the world before the events: set fields of an entity (e.g. a customer note)."""
+    """A change to the world before the events: set fields of an entity (e.g. a customer note),
+    of every line of an order (``set_lines``, ``id`` = the order), or a stock level."""
 
-    op: Literal["set", "set_stock", "advance_minutes"]
+    op: Literal["set", "set_lines", "set_stock", "advance_minutes"]
     entity: Literal["order", "order_line", "rider", "customer", "store"] | None = None
     id: str | int | None = None
     fields: dict[str, Any] = {}

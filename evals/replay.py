@@ -232,7 +232,7 @@ def _answer_approvals(
                 counts[action] += 1
                 edited = {**st.args, **substitute(rule.args, bound)} if (rule and action == "edit") else None
                 reason = rule.reason if rule else "scripted"
-                runtime.decide(
+                first = runtime.decide(
                     request_id=req.id,
                     step_index=st.step_index,
                     decision=action,
@@ -242,7 +242,9 @@ def _answer_approvals(
                     reason=reason,
                 )
                 second = rule.second_approver if rule else True
-                if action != "reject" and st.approvals_required >= 2 and second:
+                # an edit is re-assessed: a smaller amount may need one approver only, and is then decided
+                still_pending = str(first.result.step_status) == "pending"
+                if action != "reject" and st.approvals_required >= 2 and second and still_pending:
                     runtime.decide(
                         request_id=req.id,
                         step_index=st.step_index,

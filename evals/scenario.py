@@ -86,6 +86,19 @@ def _dark_store_orders(session: Session) -> list[Order]:
     return [o for o in _active_orders(session) if o.store_id in dark and o.id in with_lines and o.status in states]
 
 
+def _has_substitute(session: Session, order: Order) -> bool:
+    from tools.base import ToolContext
+    from tools.registry import get_tool
+
+    line = session.exec(select(OrderLine).where(OrderLine.order_id == order.id).order_by(col(OrderLine.id))).first()
+    tool = get_tool("find_substitutes")
+    if line is None or tool is None:
+        return False
+    ctx = ToolContext(session=session, now=world_now(session=session), actor="eval", incident_id=None)
+    out = tool.invoke(ctx, {"store_id": order.store_id, "sku_id": line.sku_id, "quantity": line.quantity})
+    return bool(out.get("ok", True) and out.get("substitutes"))
+
+
 def _select(session: Session, name: str) -> Any:
     if name == "busiest_rider":
         return _busiest_rider(session)
@@ -96,6 +109,10 @@ def _select(session: Session, name: str) -> Any:
         return _first([o for o in orders if o.status == OrderStatus.assigned], "assigned order")
     if name == "dark_store_order":
         return _first(_dark_store_orders(session), "dark-store order being picked")
+    if name == "substitutable_dark_store_order":
+        # its first line (the one the stockout injector empties) has a same-category substitute in
+        # stock at the store, within find_substitutes' default price band
+        return _first([o for o in _dark_store_orders(session) if _has_substitute(session, o)], "substitutable order")
     if name == "high_value_dark_store_order":
         candidates = sorted(_dark_store_orders(session), key=lambda o: (-o.value_cents, o.id))
         return _first(candidates, "dark-store order")
@@ -161,6 +178,21 @@ def substitute(value: Any, bound: dict[str, dict[str, Any]]) -> Any:
 def apply_op(*, session: Session, op: SetupOp, bound: dict[str, dict[str, Any]]) -> None:
     if op.op == "advance_minutes":
         set_world_now(session=session, now=world_now(session=session) + timedelta(minutes=op.minutes or 0))
+        return
+    if op.op == "set_lines":
+        order_id = substitute(op.id, bound)
+        lines = list(session.exec(select(OrderLine).where(OrderLine.order_id == order_id)))
+        if not lines:
+            raise ScenarioError(f"set_lines: order {order_id!r} has no lines")
+        for line in lines:
+            for key, value in substitute(op.fields, bound).items():
+                setattr(line, key, value)
+            session.add(line)
+        order = session.get(Order, order_id)
+        if order is not None:  # the order's value follows its lines
+            order.value_cents = sum(ln.unit_price_cents * ln.quantity for ln in lines)
+            order.version += 1
+            session.add(order)
         return
     if op.op == "set_stock":
         stock = session.get(Stock, (substitute(op.store_id, bound), substitute(op.sku_id, bound)))
@@ -233,7 +265,8 @@ def inject(*, session: Session, spec: EventSpec, bound: dict[str, dict[str, Any]
             rider_ids=[rider.id],
             order_ids=[o.id for o in in_hand],
             customer_ids=sorted({o.customer_id for o in in_hand}),
-            payload={"reason": "app offline", "orders_in_hand": len(in_hand)},
+            # the rider app's last known position: where a bag already picked up waits for a handover
+            payload={"reason": "app offline", "orders_in_hand": len(in_hand), "x": rider.x, "y": rider.y},
         )
     if kind == "weather_slowdown":
         world = get_world(session=session)
@@ -328,6 +361,8 @@ def inject(*, session: Session, spec: EventSpec, bound: dict[str, dict[str, Any]
         order = _order(session, p["order"])
         stalled = float(p.get("minutes", 35))
         order.picked_up_at = now - timedelta(minutes=stalled)
+        if "late_by" in p:  # the promise has already passed: the stall made the order late
+            order.promised_at = now - timedelta(minutes=float(p["late_by"]))
         order.version += 1
         session.add(order)
         return _event(

@@ -33,6 +33,9 @@ PRIOR_ESCALATE = 0.95
 PRIOR_SUBSTITUTE = 0.85
 PRIOR_TRANSFER = 0.8
 PRIOR_EXPEDITE = 0.7
+# handing a picked-up bag to the nearest idle rider: no forecast covers the meeting point, so a prior
+# equal to a substitution's (a routine, reversible dispatch move with a known rider and position)
+PRIOR_HANDOVER = 0.85
 # when the quote carries no fit quality: the model is trained on a policy-labelled history and
 # checked against it by its own tests, so its amounts are trusted like a written policy table
 PRIOR_COMPENSATION = 0.9
@@ -52,6 +55,8 @@ class IncidentBrief(BaseModel):
     customer_ids: list[str] = []
     payloads: list[dict[str, Any]] = []
     opened_at: datetime | None = None
+    # a follow-up run (late events): plan for ``order_ids`` only, earlier plans covered the rest
+    follow_up: bool = False
 
 
 ReadTool = Callable[[str, dict[str, Any]], dict[str, Any]]

@@ -7,10 +7,14 @@ Playbooks (the snapshot comes from agent.investigate):
   2. issue_compensation per order still predicted late, kind and amount from the compensation model
      (its SHAP explanation attached to the step);
   3. notify_customer (template "delay") for every affected customer.
-- rider_offline: reassign the orders the rider had in hand; compensate and notify those still late.
+- rider_offline: reassign the orders the rider had in hand: the assigned ones as the solver plans
+  them; the bags already picked up (which the solver does not plan) are handed over to the idle
+  riders nearest the rider's last position, within capacity; orders nobody can take are escalated
+  to the fleet team and their customers told. Compensate and notify those still late.
 - stockout_after_payment: per short line, substitute_item with the closest-priced substitute in
   stock; else transfer_stock from the nearest store holding it; else a partial refund of the line
-  (issue_compensation kind=refund) and a "refund" notice.
+  (issue_compensation kind=refund, which needs approval by policy): the customer gets an apology at
+  once, and the "refund" notice (with the amount) only runs after the refund executed (step.after).
 - stalled_in_transit: notify (delay), compensate per the model, expedite_order.
 - prep_delay: reassign the late orders when the solver has a better rider, notify the rest.
 - address_change: notify (address_confirm) with the re-validated ETA; reassign when now late.
@@ -28,7 +32,9 @@ from agent.investigate import predicted_delays
 from agent.plan import ExpectedEffect, Plan, PlanStep
 from agent.planners.base import (
     PRIOR_COMPENSATION,
+    PRIOR_ESCALATE,
     PRIOR_EXPEDITE,
+    PRIOR_HANDOVER,
     PRIOR_NOTIFY,
     PRIOR_REFUND,
     PRIOR_SUBSTITUTE,
@@ -191,10 +197,66 @@ def _delivery_delay(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[P
     return steps
 
 
+def handover_steps(snapshot: dict[str, Any]) -> tuple[list[PlanStep], list[str]]:
+    """Bags a rider who went offline had picked up go to the nearest idle riders with room (most
+    urgent promise first); returns the step and the bags nobody can take."""
+    hand = snapshot.get("handover") or {}
+    orders = snapshot.get("orders", {})
+    bags = sorted(hand.get("order_ids", []), key=lambda o: (str(orders.get(o, {}).get("promised_at", "")), o))
+    riders = list(hand.get("riders", []))  # nearest first
+    room = {r["rider_id"]: int(r.get("capacity", 0)) - int(r.get("load", 0)) for r in riders}
+    moves: list[dict[str, str]] = []
+    stuck: list[str] = []
+    for oid in bags:
+        rid = next((r["rider_id"] for r in riders if room[r["rider_id"]] > 0), None)
+        if rid is None:
+            stuck.append(oid)
+            continue
+        room[rid] -= 1
+        moves.append({"order_id": oid, "rider_id": rid})
+    steps = []
+    for i in range(0, len(moves), CHUNK):
+        chunk = moves[i : i + CHUNK]
+        steps.append(
+            _step(
+                "apply_reassignment",
+                {"assignments": chunk},
+                f"hand over {len(chunk)} picked-up bag(s) to the nearest idle rider(s) with room",
+                PRIOR_HANDOVER,
+            )
+        )
+    return steps, stuck
+
+
 def _rider_offline(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[PlanStep]:
     steps = reassignment_steps(snapshot)
+    handover, stuck = handover_steps(snapshot)
+    steps += handover
+    # assigned orders the solver could not place (no rider with room on shift) are stuck as well
+    unplaced = (snapshot.get("reassignment") or {}).get("unassigned", [])
+    stuck += [u["order_id"] for u in unplaced if u.get("reason") != "not_plannable" and u["order_id"] not in stuck]
+    if snapshot.get("reassignment_error"):
+        planned = {a["order_id"] for a in (snapshot.get("reassignment") or {}).get("assignments", [])}
+        bags = set((snapshot.get("handover") or {}).get("order_ids", []))
+        active = [o for o, v in snapshot.get("orders", {}).items() if v.get("status") == "assigned"]
+        stuck += [o for o in active if o not in planned and o not in bags and o not in stuck]
+    if stuck:
+        steps.append(
+            _step(
+                "escalate_incident",
+                {
+                    "reason": f"rider offline: no rider can take {len(stuck)} order(s); dispatch them by hand",
+                    "team": "fleet",
+                    "order_ids": stuck,
+                },
+                "no rider on shift has room for these orders",
+                PRIOR_ESCALATE,
+            )
+        )
     steps += compensation_steps(snapshot)
-    steps += notify_steps(_late_after_plan(snapshot), "delay", "their rider went offline: new ETA")
+    late = _late_after_plan(snapshot)
+    steps += notify_steps([o for o in late if o not in stuck], "delay", "their rider went offline: new ETA")
+    steps += notify_steps(stuck, "generic_apology", "their rider went offline and nobody can take over yet")
     return steps
 
 
@@ -237,6 +299,9 @@ def _stockout(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[PlanSte
         else:
             amount = int(line.get("unit_price_cents", 0)) * int(line["quantity"])
             if amount > 0:
+                # the customer hears at once (the refund may wait for a supervisor) ...
+                steps += notify_steps([oid], "generic_apology", "an item is missing: tell the customer now")
+                refund_at = len(steps)  # this builder's list is the plan: positions are the indexes
                 steps.append(
                     _step(
                         "issue_compensation",
@@ -252,7 +317,15 @@ def _stockout(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[PlanSte
                         continue_on_failure=False,
                     )
                 )
-                steps += notify_steps([oid], "refund", "tell the customer about the refund")
+                # ... and is told about the refund only once it has actually been paid
+                notice = _step(
+                    "notify_customer",
+                    {"order_id": oid, "template": "refund", "amount_cents": amount},
+                    "tell the customer about the refund once it executed",
+                    PRIOR_NOTIFY,
+                    customers_notified=1,
+                )
+                steps.append(notice.model_copy(update={"after": refund_at}))
     return steps
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, func, select
@@ -154,3 +155,99 @@ def test_concurrent_deliveries_of_one_event_have_one_effect(engine: Engine) -> N
     # a loser either saw the row (duplicate) or lost the insert race and its transaction failed cleanly
     assert sum(1 for r in results if not r.duplicate) <= 1
     assert len(results) + len(errors) == 4
+
+
+# --- late events: a follow-up thread on the same incident -------------------------------------------
+
+
+class RecordingPlanner:
+    """First plan: a refund on o0 (waits for approval) and a notice per order; later plans: a notice
+    per order of the brief. Keeps every brief it was given."""
+
+    name = "recording"
+
+    def __init__(self) -> None:
+        self.briefs: list[Any] = []
+
+    def plan(self, incident: Any, snapshot: dict[str, Any], ctx: Any) -> Any:
+        from agent.plan import Plan
+
+        from .factories import step
+
+        self.briefs.append(incident)
+        steps = []
+        if len(self.briefs) == 1:
+            steps.append(
+                step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 900, "reason": "r"})
+            )
+        steps += [step("notify_customer", {"order_id": o, "template": "generic_apology"}) for o in incident.order_ids]
+        steps = [s.model_copy(update={"index": i}) for i, s in enumerate(steps)]
+        return Plan(incident_id=incident.id, planner=self.name, steps=steps, confidence=0.95)
+
+
+def test_event_joining_after_the_plan_gets_a_follow_up_thread(sqlite_only_engine: Engine) -> None:
+    from agent.runtime import AgentRuntime
+    from agent.settings import Settings
+    from tools.clock import FakeClock
+    from tools.models import Compensation, Notification
+
+    from .factories import NOW, build_world, event
+
+    engine = sqlite_only_engine
+    build_world(engine)
+    planner = RecordingPlanner()
+    rt = AgentRuntime(engine=engine, settings=Settings(approval_ttl_s=600), clock=FakeClock(NOW), planner=planner)
+    try:
+        [first] = rt.ingest([event("off-1", ExceptionType.rider_offline, ["o0", "o1"])])
+        out = rt.run_incident(first.incident_id)
+        assert out.waiting and out.request_id  # the refund waits for a supervisor
+        # a second rider goes offline meanwhile: same family, zone and window -> joins the open incident
+        [late] = rt.ingest([event("off-2", ExceptionType.rider_offline, ["o2"])])
+        assert late.incident_id == first.incident_id and not late.new_incident
+        assert len(planner.briefs) == 1  # nothing re-planned while the first plan waits
+        rt.decide(
+            request_id=out.request_id,
+            step_index=0,
+            decision="approve",
+            actor_id="sup-1",
+            actor_role="supervisor",
+        )
+        # the first plan finished; o2 was never planned for: a follow-up thread plans only for it
+        assert len(planner.briefs) == 2
+        assert planner.briefs[1].order_ids == ["o2"] and planner.briefs[1].follow_up
+        final = rt.run_incident(first.incident_id)
+        assert len(planner.briefs) == 2  # covered now: running again starts no third thread
+        assert final.status == IncidentStatus.resolved.value
+        with Session(engine) as s:
+            inc = s.get(Incident, first.incident_id)
+            assert inc is not None and inc.thread_id == f"{first.incident_id}:2"
+            told = {n.order_id for n in s.exec(select(Notification))}
+            assert told == {"o0", "o1", "o2"}
+            assert [c.amount_cents for c in s.exec(select(Compensation))] == [900]  # paid once
+        assert rt.graph.get_state(rt.config(f"{first.incident_id}:2")).values["focus_order_ids"] == ["o2"]
+    finally:
+        rt.close()
+
+
+def test_event_after_the_incident_resolved_opens_a_new_incident(sqlite_only_engine: Engine) -> None:
+    from agent.runtime import AgentRuntime
+    from agent.settings import Settings
+    from tools.clock import FakeClock
+
+    from .factories import NOW, build_world, event
+
+    engine = sqlite_only_engine
+    build_world(engine)
+    planner = RecordingPlanner()
+    rt = AgentRuntime(engine=engine, settings=Settings(approval_ttl_s=600), clock=FakeClock(NOW), planner=planner)
+    try:
+        [first] = rt.ingest([event("st-1", ExceptionType.stalled_in_transit, ["o1"])])
+        planner.briefs.append(None)  # skip the refund: the first plan only notifies
+        assert rt.run_incident(first.incident_id).status == IncidentStatus.resolved.value
+        [again] = rt.ingest([event("st-2", ExceptionType.stalled_in_transit, ["o1"])])
+        assert again.new_incident and again.incident_id != first.incident_id
+        assert rt.run_incident(again.incident_id).status == IncidentStatus.resolved.value
+        assert rt.run_incident(first.incident_id).status == IncidentStatus.resolved.value  # no follow-up
+        assert len(planner.briefs) == 3
+    finally:
+        rt.close()

@@ -5,6 +5,8 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any
 
+import pytest
+
 from agent.planners.base import PRIOR_COMPENSATION, PRIOR_NOTIFY, IncidentBrief, PlanContext
 from agent.planners.greedy import FLAT_COUPON_CENTS, GreedyPlanner
 from agent.planners.noop import NoopPlanner
@@ -106,6 +108,58 @@ def test_rider_offline_reassigns_orders_in_hand() -> None:
     assert p.steps[0].args == {"assignments": [{"order_id": "o1", "rider_id": "r2"}]}
 
 
+def offline_snapshot(riders: list[dict[str, Any]]) -> dict[str, Any]:
+    """r9 went offline holding o1 (assigned) and two bags already picked up (o2, o3)."""
+    return {
+        "orders": {
+            "o1": {"order_id": "o1", "status": "assigned", "rider_id": "r9", "minutes_late": 0},
+            "o2": {"order_id": "o2", "status": "picked_up", "rider_id": "r9", "promised_at": "T2", "minutes_late": 0},
+            "o3": {"order_id": "o3", "status": "picked_up", "rider_id": "r9", "promised_at": "T1", "minutes_late": 0},
+        },
+        "reassignment": {
+            "assignments": [{"order_id": "o1", "rider_id": "r2", "current_rider_id": "r9", "lateness_minutes": 0.0}],
+            "unassigned": [
+                {"order_id": "o2", "reason": "not_plannable"},
+                {"order_id": "o3", "reason": "not_plannable"},
+            ],
+        },
+        "handover": {"order_ids": ["o2", "o3"], "riders": riders},
+    }
+
+
+def test_rider_offline_hands_picked_up_bags_to_the_nearest_rider_with_room() -> None:
+    near = [
+        {"rider_id": "r5", "capacity": 2, "load": 1, "eta_minutes": 3.0},  # nearest: room for one
+        {"rider_id": "r6", "capacity": 3, "load": 0, "eta_minutes": 6.0},
+    ]
+    p = plan("rider_offline", offline_snapshot(near), ["o1", "o2", "o3"])
+    moves = [s for s in p.steps if s.tool == "apply_reassignment"]
+    assert [m.args["assignments"] for m in moves] == [
+        [{"order_id": "o1", "rider_id": "r2"}],
+        # most urgent promise first: o3 takes the nearest rider's last place, o2 the next rider
+        [{"order_id": "o3", "rider_id": "r5"}, {"order_id": "o2", "rider_id": "r6"}],
+    ]
+    assert not [s for s in p.steps if s.tool == "escalate_incident"]
+
+
+def test_rider_offline_escalates_and_tells_customers_when_nobody_can_take_over() -> None:
+    snap = offline_snapshot([])
+    snap["reassignment"] = {
+        "assignments": [],
+        "unassigned": [
+            {"order_id": "o1", "reason": "no_rider"},
+            {"order_id": "o2", "reason": "not_plannable"},
+            {"order_id": "o3", "reason": "not_plannable"},
+        ],
+    }
+    p = plan("rider_offline", snap, ["o1", "o2", "o3"])
+    assert not [s for s in p.steps if s.tool == "apply_reassignment"]
+    [esc] = [s for s in p.steps if s.tool == "escalate_incident"]
+    assert sorted(esc.args["order_ids"]) == ["o1", "o2", "o3"] and esc.args["team"] == "fleet"
+    told = {s.args["order_id"] for s in p.steps if s.tool == "notify_customer"}
+    assert told == {"o1", "o2", "o3"}
+
+
 def stock_snapshot(subs: list[dict[str, Any]], near: list[dict[str, Any]]) -> dict[str, Any]:
     line = {"line_id": 7, "sku_id": "milk", "quantity": 2, "unit_price_cents": 300, "status": "short"}
     return {
@@ -135,9 +189,15 @@ def test_stockout_then_transfer_then_refund() -> None:
     assert [s.tool for s in p.steps] == ["transfer_stock", "notify_customer"]
     assert p.steps[0].args == {"order_id": "o1", "from_store_id": "s2", "sku_id": "milk", "quantity": 2}
     p = plan("stockout_after_payment", stock_snapshot([], []))
-    assert [s.tool for s in p.steps] == ["issue_compensation", "notify_customer"]
-    assert p.steps[0].args["kind"] == "refund" and p.steps[0].args["amount_cents"] == 600
-    assert p.steps[1].args["template"] == "refund"
+    assert [(s.tool, s.args.get("template")) for s in p.steps] == [
+        ("notify_customer", "generic_apology"),  # told at once: the refund may wait for approval
+        ("issue_compensation", None),
+        ("notify_customer", "refund"),
+    ]
+    assert p.steps[1].args["kind"] == "refund" and p.steps[1].args["amount_cents"] == 600
+    # the refund notice names the amount and runs only after the refund step executed
+    assert p.steps[2].args["amount_cents"] == 600 and p.steps[2].after == p.steps[1].index
+    assert p.steps[0].after is None
 
 
 def test_stalled_notifies_compensates_expedites() -> None:
@@ -180,9 +240,95 @@ def test_baselines() -> None:
         {"rider_id": "r2", "status": "idle", "capacity": 2, "load": 1},
         {"rider_id": "r3", "status": "busy", "capacity": 3, "load": 0},
     ]
-    g = GreedyPlanner().plan(brief("delivery_delay", list(snap["orders"])), snap, ctx())
+    asked: list[dict[str, Any]] = []
+
+    def read_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
+        # the "nearest" rider is the one plan_reassignment picks for that single order: here r2 first
+        asked.append(args)
+        assert name == "plan_reassignment" and len(args["order_ids"]) == 1
+        rid = "r2" if "r2" in args["rider_ids"] else args["rider_ids"][0]
+        late = 0.0 if args["order_ids"][0] in ("o0", "o1") else 5.0
+        return {"assignments": [{"order_id": args["order_ids"][0], "rider_id": rid, "lateness_minutes": late}]}
+
+    gctx = PlanContext(now=NOW, settings=Settings(), read_tool=read_tool)
+    g = GreedyPlanner().plan(brief("delivery_delay", list(snap["orders"])), snap, gctx)
     [move] = [s for s in g.steps if s.tool == "apply_reassignment"]
-    assert len(move.args["assignments"]) == 4 and {a["rider_id"] for a in move.args["assignments"]} == {"r1", "r2"}
+    # r2 (nearest) has room for one, then r1 for three; the busy r3 is never asked about
+    assert [a["rider_id"] for a in move.args["assignments"]] == ["r2", "r1", "r1", "r1"]
+    assert all("r3" not in a["rider_ids"] for a in asked) and len(asked) == 4
     coupons = [s for s in g.steps if s.tool == "issue_compensation"]
-    assert coupons and all(s.args["amount_cents"] == FLAT_COUPON_CENTS for s in coupons)
+    assert all(s.args["amount_cents"] == FLAT_COUPON_CENTS for s in coupons)
+    # a flat coupon for every order still late after ITS OWN moves (o0, o1 now on time), not the solver's
+    assert {s.args["order_id"] for s in coupons} == {f"o{i}" for i in range(2, 10)}
     assert NoopPlanner().plan(brief("delivery_delay", []), snap, ctx()).steps == []
+
+
+def test_greedy_reassigns_an_offline_riders_orders() -> None:
+    snap = offline_snapshot([{"rider_id": "r5", "capacity": 3, "load": 0}])
+
+    def read_tool(name: str, args: dict[str, Any]) -> dict[str, Any]:
+        if name == "find_available_riders":
+            return {"riders": [{"rider_id": "r4", "status": "idle", "capacity": 2, "load": 0}]}
+        return {"assignments": [{"order_id": args["order_ids"][0], "rider_id": "r4", "lateness_minutes": 0.0}]}
+
+    b = IncidentBrief(id="inc", type="rider_offline", family="rider_offline", zone="z1", rider_ids=["r9"])
+    g = GreedyPlanner().plan(b, snap, PlanContext(now=NOW, settings=Settings(), read_tool=read_tool))
+    [move] = [s for s in g.steps if s.tool == "apply_reassignment"]
+    assert move.args["assignments"] == [
+        {"order_id": "o1", "rider_id": "r4"},
+        {"order_id": "o3", "rider_id": "r5"},
+        {"order_id": "o2", "rider_id": "r5"},
+    ]
+
+
+@pytest.mark.parametrize("decision", ["approve", "reject"])
+def test_refund_notice_waits_for_the_refund_and_is_skipped_without_it(sqlite_only_engine: Any, decision: str) -> None:
+    """step.after: the notice is allowed by policy, yet runs only after the refund it announces."""
+    from sqlmodel import Session, select
+
+    from agent.runtime import AgentRuntime
+    from tools.clock import FakeClock
+    from tools.events import ExceptionType
+    from tools.models import Compensation, Notification
+
+    from .factories import NOW as WORLD_NOW
+    from .factories import ScriptedPlanner, build_world, event, step
+
+    build_world(sqlite_only_engine)
+    steps = [
+        step("notify_customer", {"order_id": "o0", "template": "generic_apology"}),
+        step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 600, "reason": "short"}),
+        step("notify_customer", {"order_id": "o0", "template": "refund", "amount_cents": 600}, after=1),
+    ]
+    rt = AgentRuntime(
+        engine=sqlite_only_engine,
+        settings=Settings(approval_ttl_s=600),
+        clock=FakeClock(WORLD_NOW),
+        planner=ScriptedPlanner(steps),
+    )
+    try:
+        [res] = rt.ingest([event("so-1", ExceptionType.stockout_after_payment, ["o0"])])
+        out = rt.run_incident(res.incident_id)
+        assert out.step_status == {"0": "executed", "1": "pending_approval", "2": "approved"}
+        with Session(sqlite_only_engine) as s:
+            assert [n.template for n in s.exec(select(Notification))] == ["generic_apology"]
+        d = rt.decide(
+            request_id=str(out.request_id),
+            step_index=1,
+            decision=decision,
+            actor_id="sup",
+            actor_role="supervisor",
+            reason="checked the shelf",
+        )
+        assert d.incident is not None
+        with Session(sqlite_only_engine) as s:
+            sent = [n.template for n in s.exec(select(Notification))]
+            paid = [c.amount_cents for c in s.exec(select(Compensation))]
+        if decision == "approve":
+            assert d.incident.step_status["2"] == "executed"
+            assert sent == ["generic_apology", "refund"] and paid == [600]
+        else:
+            assert d.incident.step_status["2"] == "skipped"  # never "we have refunded" without a refund
+            assert sent == ["generic_apology"] and paid == []
+    finally:
+        rt.close()

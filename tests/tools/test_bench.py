@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -57,3 +58,18 @@ def test_storm_problem_comes_from_the_world_generator() -> None:
     jobs, states, params, source = bench.storm_problem(seed=7)
     assert source == "preset:storm" and len(jobs) > 200 and len(states) == 32
     assert params.speed_factor < 1.0  # the storm's rain
+
+
+def test_on_time_bound_counts_orders_that_could_physically_make_the_target() -> None:
+    params = SimpleNamespace(meters_per_minute=100.0, pickup_service=4.0, dropoff_service=4.0, target=40.0)
+    rest = [SimpleNamespace(id="r", x=0.0, y=0.0)]
+    orders = [
+        # ready 20 + 2 + 10 min travel + 2 = 34 <= 40: possible
+        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=20.0),
+        # ready 30 + 2 + 10 + 2 = 44 > 40: late whatever the dispatcher does
+        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=30.0),
+        # exactly on the target counts as within it
+        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=26.0),
+    ]
+    inst = SimpleNamespace(params=params, restaurants=rest, orders=orders)
+    assert bench.on_time_bound(inst) == round(2 / 3, 4)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pytest
 
 from tools.riders.problem import OrderJob, RiderState, SolverParams
 from tools.riders.solver import solve_assignment
@@ -97,3 +98,22 @@ def test_heuristic_is_close_to_the_exact_optimum_and_fast() -> None:
         assert len({t.rider_id for t in sol.trips}) == len(sol.trips)
     assert max(gaps) <= 5.0, gaps
     assert float(np.median(times)) <= 500.0, times
+
+
+def test_plentiful_riders_split_a_bundle_that_would_make_an_order_late() -> None:
+    # one pair would drop the second order 10 minutes late; a second idle rider makes both on time
+    orders = [job("a", x=1000, promise=16), job("b", x=-1000, promise=16)]
+    riders = [RiderState("r1", 0, 0, 0, 100), RiderState("r2", 0, 0, 0, 100)]
+    params = SolverParams(now=0.0, meters_per_minute=100.0, bundle_detour=100.0, late_order_weight=20.0)
+    sol = solve_assignment(orders, riders, params)
+    assert {t.order_ids for t in sol.trips} == {("a",), ("b",)}
+    assert sol.lateness_minutes == 0.0 and {p.rider_id for p in sol.planned.values()} == {"r1", "r2"}
+
+
+@pytest.mark.slow  # the MILP on 278 orders takes 5-30 s
+def test_storm_sized_problem_is_within_one_percent_of_the_milp_optimum() -> None:
+    orders, riders, params = storm_like(seed=1)
+    sol = solve_assignment(orders, riders, params, exact=True, exact_time_limit_s=30)
+    assert sol.exact is not None and sol.exact.proven_optimal
+    assert sol.exact.lower_bound <= sol.objective + 1e-6
+    assert sol.exact.gap_pct <= 1.0, sol.exact

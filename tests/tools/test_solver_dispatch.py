@@ -25,8 +25,28 @@ def test_decide_bundles_same_store_orders_when_couriers_are_short() -> None:
     assert out[0].predicted_pickup == 5
 
 
+def test_an_order_ready_later_waits_for_a_courier_coming_on_shift_rather_than_a_late_bundle() -> None:
+    # c1 is free now; c2 comes on shift in 5 minutes. Both orders are ready in 30 minutes: as a pair
+    # on c1 the second drop-off is late, as two singles (c1 + c2) both are on time.
+    orders = (
+        PendingOrder("a", "s", 0, 0, 1000, 0, placed=0, ready=30, promised=40),
+        PendingOrder("b", "s", 0, 0, -1000, 0, placed=0, ready=30, promised=40),
+    )
+    couriers = (
+        CourierState("c1", 0, 0, free_at=0, on_time=0, off_time=300),
+        CourierState("c2", 0, 0, free_at=5, on_time=5, off_time=300),
+    )
+    view = DispatchView(
+        now=0, orders=orders, couriers=couriers, meters_per_minute=200, pickup_service=4, dropoff_service=4
+    )
+    out = SolverDispatcher().decide(view)
+    assert [len(a.order_ids) for a in out] == [1] and out[0].courier_id == "c1"
+    myopic = SolverDispatcher(plan_horizon=0).decide(view)  # only couriers free now: the late pair
+    assert [sorted(a.order_ids) for a in myopic] == [["a", "b"]]
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("day", ["0o100t100s1p100", "1o100t75s2p125"])
+@pytest.mark.parametrize("day", ["0o100t100s1p100", "1o100t75s2p125", "0o100t75s1p125"])
 def test_solver_beats_baseline_and_passes_the_checker(mdrp_dir: Path, tmp_path: Path, day: str) -> None:
     inst = read_instance(mdrp_dir / day)
     base = Simulation.from_instance(inst, BaselineDispatcher()).run().metrics()

@@ -6,7 +6,8 @@ The parameters are fitted on the world's own histories when it has enough custom
 ``MIN_FIT_CUSTOMERS`` buyers and ``MIN_FIT_REPEAT`` repeat buyers, and a fit that stays inside the
 parameter bounds); otherwise the CDNOW reference parameters (the published 39-week calibration fit,
 reproduced by ``orderagent ltv fit``) are used. Fits are cached per database and history size, so a
-call after the first costs two small queries and some numpy.
+call after the first costs two small queries and some numpy; a fresh copy of the same histories
+(another database of the same world) finds the fit by a content key (one aggregate scan, no refit).
 
 Tiers are percentiles of the fitted population's 12-month values: top 5% platinum, next 15% gold,
 next 30% silver, the rest bronze. Customers with no purchases get the forecast for a just-acquired
@@ -19,15 +20,17 @@ import hashlib
 import json
 import threading
 from collections import OrderedDict
+from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, date, datetime
 from typing import Any
 
 import numpy as np
 import structlog
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
-from sqlalchemy import func
+from sqlalchemy import String, func, type_coerce
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.customers.bgnbd import BgNbdParams, expected_purchases, expected_purchases_new, fit_bgnbd, p_alive
@@ -46,7 +49,7 @@ MIN_FIT_CUSTOMERS = 100
 MIN_FIT_REPEAT = 30
 TIER_PERCENTILES = (50.0, 80.0, 95.0)  # silver, gold, platinum start here
 _CHUNK = 900  # ids per IN (...) list: well under SQLite's bound-parameter limit
-_CACHE_SIZE = 16
+_CACHE_SIZE = 64  # per-database keys plus content keys; a model is a few numbers
 
 
 class CustomerValue(BaseModel):
@@ -190,18 +193,48 @@ def clear_cache() -> None:
     _cache.clear()
 
 
-def _day(dt: datetime) -> int:
-    return int(aware(dt).timestamp() // 86400)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = _EPOCH.replace(tzinfo=None)  # SQLite hands back naive UTC
 
 
-def _summarise_rows(rows: list[tuple[str, datetime, int]], now: datetime) -> tuple[list[str], Summary]:
+_EPOCH_ORDINAL = _EPOCH.toordinal()
+# purchased_at as the driver returns it: SQLite's stored UTC text (its date is all a summary needs,
+# and parsing ~2,000 timestamps was most of a customer_values call), PostgreSQL's timestamptz
+_PURCHASED_AT = type_coerce(col(Purchase.purchased_at), String)
+
+
+def _day(dt: datetime | str) -> int:
+    """Days since the Unix epoch (UTC), floored: ``timestamp() // 86400`` without the float detour.
+    Text is SQLite's stored form of a UTC time ('YYYY-MM-DD HH:MM:SS...'): its date is the UTC day."""
+    if isinstance(dt, str):
+        return date.fromisoformat(dt[:10]).toordinal() - _EPOCH_ORDINAL
+    return (dt - (_EPOCH if dt.tzinfo else _EPOCH_NAIVE)).days
+
+
+def _summarise_rows(rows: Sequence[tuple[str, datetime | str, int]], now: datetime) -> tuple[list[str], Summary]:
     ids = sorted({r[0] for r in rows})
     index = {cid: i for i, cid in enumerate(ids)}
     keys = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
     days = np.fromiter((_day(r[1]) for r in rows), dtype=np.int64, count=len(rows))
     amounts = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
     summary = summarise(keys, days, amounts, calibration_end=_day(now))
-    return [ids[int(k)] for k in summary.customer_keys], summary
+    return [ids[k] for k in summary.customer_keys.tolist()], summary
+
+
+def _content_key(session: Session, now: datetime, world_key: tuple[Any, ...] | None) -> tuple[Any, ...]:
+    """What the fit depends on, independent of which database holds it: the world's identity and
+    aggregates of the histories up to ``now``. Copies of one world (a benchmark's fresh copies, a
+    test database per test) then share one fit instead of refitting per database."""
+    row = session.execute(
+        sa_select(
+            func.count(col(Purchase.id)),
+            func.count(func.distinct(col(Purchase.customer_id))),
+            func.coalesce(func.sum(col(Purchase.amount_cents)), 0),
+            func.min(col(Purchase.purchased_at)),
+            func.max(col(Purchase.purchased_at)),
+        ).where(col(Purchase.purchased_at) <= now)
+    ).one()
+    return ("content", world_key, *(str(v) for v in row), _day(now))
 
 
 def population_model(*, session: Session, now: datetime) -> PopulationModel:
@@ -219,12 +252,17 @@ def population_model(*, session: Session, now: datetime) -> PopulationModel:
     cached = _cache.get(key)
     if cached is not None:
         return cached
+    # second level: the same histories in another database (one scan of the purchases, no fit)
+    content = _content_key(session, now, world_key) if max_id is not None else None
+    if content is not None and (cached := _cache.get(content)) is not None:
+        _cache.put(key, cached)
+        return cached
     model = REFERENCE_MODEL
     n_rows = 0
     if max_id is not None:
         rows = list(
             session.exec(  # type: ignore[call-overload]
-                select(Purchase.customer_id, Purchase.purchased_at, Purchase.amount_cents).where(
+                select(Purchase.customer_id, _PURCHASED_AT, Purchase.amount_cents).where(
                     col(Purchase.purchased_at) <= now
                 )
             ).all()
@@ -244,6 +282,8 @@ def population_model(*, session: Session, now: datetime) -> PopulationModel:
                     log.warning("ltv_world_fit_rejected", params=fitted.parameters())
     log.info("ltv_model", source=model.source, version=model.version, purchases=n_rows)
     _cache.put(key, model)
+    if content is not None:
+        _cache.put(content, model)
     return model
 
 
@@ -254,13 +294,13 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     if not wanted:
         return {}
     known: list[str] = []
-    rows: list[tuple[str, datetime, int]] = []
+    rows: list[tuple[str, datetime | str, int]] = []
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         known.extend(session.exec(select(Customer.id).where(col(Customer.id).in_(chunk))).all())
         rows.extend(
             session.exec(  # type: ignore[call-overload]
-                select(Purchase.customer_id, Purchase.purchased_at, Purchase.amount_cents).where(
+                select(Purchase.customer_id, _PURCHASED_AT, Purchase.amount_cents).where(
                     col(Purchase.customer_id).in_(chunk), col(Purchase.purchased_at) <= now
                 )
             ).all()
@@ -275,20 +315,32 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     if rows:  # customers whose purchases are all after `now` fall through to "no purchases"
         ids, summary = _summarise_rows(rows, now)
         purchases, alive, spend = model.predict(summary.frequency, summary.recency, summary.T, summary.monetary)
-        for i, cid in enumerate(ids):
-            value = int(round(float(purchases[i] * spend[i])))
+        # plain Python floats/ints once per column (tolist) instead of numpy scalars per field
+        cols = zip(
+            ids,
+            purchases.tolist(),
+            spend.tolist(),
+            alive.tolist(),
+            summary.frequency.tolist(),
+            summary.recency.tolist(),
+            summary.T.tolist(),
+            summary.monetary.tolist(),
+            strict=True,
+        )
+        for cid, n12, amt, alv, freq, rec, tenure, monetary in cols:
+            value = int(round(n12 * amt))
             out[cid] = CustomerValue(
                 customer_id=cid,
                 tier=tier_for_value(value, model.tier_cuts_cents),
-                expected_purchases_12m=round(float(purchases[i]), 4),
+                expected_purchases_12m=round(n12, 4),
                 expected_value_12m_cents=value,
-                p_alive=round(float(alive[i]), 4),
-                repurchase_per_month=round(float(purchases[i]) / 12.0, 4),
-                frequency=int(summary.frequency[i]),
-                recency_days=round(float(summary.recency[i]) * 7.0, 2),
-                tenure_days=round(float(summary.T[i]) * 7.0, 2),
-                avg_order_cents=int(round(float(summary.monetary[i]))),
-                expected_order_cents=int(round(float(spend[i]))),
+                p_alive=round(alv, 4),
+                repurchase_per_month=round(n12 / 12.0, 4),
+                frequency=int(freq),
+                recency_days=round(rec * 7.0, 2),
+                tenure_days=round(tenure * 7.0, 2),
+                avg_order_cents=int(round(monetary)),
+                expected_order_cents=int(round(amt)),
                 currency=currency,
                 model_version=version,
                 model_source=model.source,

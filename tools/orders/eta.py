@@ -57,6 +57,34 @@ class Prediction:
         return self.minutes_late > 0
 
 
+class PredictionCache:
+    """Whole-world predictions shared by consecutive steps that do not move orders, riders or stock.
+
+    A plan's executor puts one in ``ToolContext.extras[ETA_CACHE]`` and clears it whenever a step
+    that can change what the prediction reads (dispatch, inventory, cancel...) is about to run or has
+    run; a storm's ~200 delay notices then cost one simulation instead of one each. Keyed by ``now``:
+    a live clock that moved on recomputes."""
+
+    def __init__(self) -> None:
+        self._now: datetime | None = None
+        self._predictions: dict[str, Prediction] = {}
+
+    def predict(self, *, session: Session, now: datetime) -> dict[str, Prediction]:
+        now = aware(now)
+        if self._now != now:
+            self._predictions = predict_dropoffs(session=session, order_ids=None, now=now)
+            self._now = now
+        return self._predictions
+
+    def clear(self) -> None:
+        self._now = None
+        self._predictions = {}
+
+
+# the ToolContext.extras key under which an executor shares a PredictionCache
+ETA_CACHE = "eta_cache"
+
+
 @dataclass
 class _Task:
     order_id: str

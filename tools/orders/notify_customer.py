@@ -10,7 +10,7 @@ from sqlmodel import col, select
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.models import Compensation, Order, OrderLine, Sku, aware
-from tools.orders.eta import predict_dropoffs
+from tools.orders.eta import ETA_CACHE, PredictionCache, predict_dropoffs
 from tools.orders.service import idempotency_key, record_notification
 from tools.orders.templates import REASON_PHRASES, CancelReason, TemplateName, format_money, render
 from tools.service import get_customer, get_order, get_store
@@ -81,7 +81,13 @@ def _facts(ctx: ToolContext, order: Order, args: NotifyCustomerArgs) -> dict[str
     s = ctx.session
     facts = {"order_id": order.id, "store_name": get_store(session=s, store_id=order.store_id).name}
     if args.template == "delay":
-        pred = predict_dropoffs(session=s, order_ids=[order.id], now=ctx.now).get(order.id)
+        # an executor running many notices shares one whole-world prediction (same answer: the whole
+        # world is simulated for any one order)
+        cache = ctx.extras.get(ETA_CACHE)
+        if isinstance(cache, PredictionCache):
+            pred = cache.predict(session=s, now=ctx.now).get(order.id)
+        else:
+            pred = predict_dropoffs(session=s, order_ids=[order.id], now=ctx.now).get(order.id)
         if pred is None:
             return ToolError(error="illegal_transition", message=f"order {order.id} is closed: no delay to announce")
         eta = pred.dropoff_at

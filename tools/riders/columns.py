@@ -15,18 +15,24 @@ Candidate bundles: every order alone, plus same-store pairs and triples whose re
 ``bundle_ready_window`` minutes of each other and whose drop-off detour is at most ``bundle_detour``
 minutes; each order keeps its ``partners_per_order`` best partners. The heuristic and the exact MILP
 use the same columns, so their objectives are comparable.
+
+Everything is computed with whole-array numpy operations (one travel matrix per call, one block per
+bundle size); the per-bundle sequences are stored padded so that no Python loop runs over bundles.
 """
 
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
 from tools.riders.problem import OrderJob, RiderState, SolverParams
 
 INFEASIBLE = np.inf
+MAX_SIZE = 3
+_PERMS = {m: np.array(list(itertools.permutations(range(m))), dtype=np.int64) for m in range(1, MAX_SIZE + 1)}
+_NPERM = len(_PERMS[MAX_SIZE])
 
 
 def _tt(d: np.ndarray, speed: float) -> np.ndarray:
@@ -35,77 +41,89 @@ def _tt(d: np.ndarray, speed: float) -> np.ndarray:
 
 @dataclass
 class Columns:
-    """Columns of one round, grouped by bundle; arrays indexed [rider, bundle]."""
+    """Columns of one round; arrays indexed [rider, bundle]. Bundles: singles first (bundle i = order i)."""
 
-    bundles: list[tuple[int, ...]]  # order indices of each bundle (unordered)
+    members: np.ndarray  # (B, 3) order indices of each bundle, padded with -1
+    size: np.ndarray  # (B,) orders per bundle
     cost: np.ndarray  # (R, B) column cost, inf when infeasible
-    perm: np.ndarray  # (R, B) index of the best drop-off sequence into sequences[b]
+    perm: np.ndarray  # (R, B) index of the best drop-off sequence of the bundle
     pickup: np.ndarray  # (R, B) pickup minute
-    sequences: list[np.ndarray]  # per bundle: (P, m) order indices in drop-off order
-    offsets: list[np.ndarray]  # per bundle: (P, m) minutes from pickup to each drop-off
-    end_offset: list[np.ndarray]  # per bundle: (P,) minutes from pickup until the rider is free again
+    seq: np.ndarray  # (B, 6, 3) order indices in drop-off order per sequence (padded with -1)
+    offsets: np.ndarray  # (B, 6, 3) minutes from pickup to each drop-off
+    end_offset: np.ndarray  # (B, 6) minutes from pickup until the rider is free again
     penalty: np.ndarray  # (B,) sum of unassigned penalties of the bundle's orders
-    order_bundles: list[np.ndarray] = field(default_factory=list)  # per order: bundles containing it
-    incidence: np.ndarray = field(default_factory=lambda: np.zeros((0, 0), dtype=bool))  # (B, N)
+    incidence: np.ndarray  # (B, N) bool: bundle b contains order i
+    index: dict[tuple[int, ...], int]  # sorted member tuple -> bundle index
+
+    @property
+    def bundles(self) -> list[tuple[int, ...]]:
+        return [tuple(row[:s]) for row, s in zip(self.members.tolist(), self.size.tolist(), strict=True)]
 
     @property
     def benefit(self) -> np.ndarray:
         """Penalty avoided minus cost: what choosing a column gains (-inf when infeasible)."""
         return self.penalty[None, :] - self.cost
 
+    def trip(self, r: int, b: int) -> tuple[np.ndarray, np.ndarray, float]:
+        """(order indices in drop-off order, minutes from pickup to each drop-off, minutes to free)."""
+        p, m = int(self.perm[r, b]), int(self.size[b])
+        return self.seq[b, p, :m], self.offsets[b, p, :m], float(self.end_offset[b, p])
 
-def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> list[tuple[int, ...]]:
-    """Singles, and same-store pairs/triples compatible by ready time and drop-off detour."""
-    bundles: list[tuple[int, ...]] = [(i,) for i in range(len(orders))]
-    if params.max_bundle < 2 or len(orders) < 2:
-        return bundles
+
+def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> np.ndarray:
+    """(B, 3) member indices padded with -1: singles, then same-store pairs, then triples."""
+    n = len(orders)
+    singles = np.full((n, MAX_SIZE), -1, dtype=np.int64)
+    singles[:, 0] = np.arange(n)
+    if params.max_bundle < 2 or n < 2:
+        return singles
     speed = params.meters_per_minute * params.speed_factor
-    by_store: dict[str, list[int]] = {}
-    for i, o in enumerate(orders):
-        by_store.setdefault(o.store_id, []).append(i)
-    partners: dict[int, set[int]] = {}
-    for idx in by_store.values():
-        if len(idx) < 2:
-            continue
-        ix = np.array(idx)
-        xs = np.array([orders[i].x for i in idx])
-        ys = np.array([orders[i].y for i in idx])
-        sx, sy = orders[idx[0]].store_x, orders[idx[0]].store_y
-        ready = np.array([orders[i].ready for i in idx])
-        direct = _tt(np.hypot(xs - sx, ys - sy), speed)
-        between = _tt(np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :]), speed)
-        # detour of serving j right after i instead of going to j directly
-        detour = direct[:, None] + between - direct[None, :]
-        detour = np.minimum(detour, detour.T)
-        ok = (np.abs(ready[:, None] - ready[None, :]) <= params.bundle_ready_window) & (detour <= params.bundle_detour)
-        np.fill_diagonal(ok, False)
-        score = np.where(ok, detour, np.inf)
-        k = min(params.partners_per_order, len(idx) - 1)
-        best = np.argsort(score, axis=1)[:, :k]
-        for a in range(len(idx)):
-            for b in best[a]:
-                if ok[a, b]:
-                    i, j = int(ix[a]), int(ix[b])
-                    partners.setdefault(i, set()).add(j)
-                    partners.setdefault(j, set()).add(i)
-    pairs = sorted({(min(i, j), max(i, j)) for i, js in partners.items() for j in js})
-    bundles.extend(pairs)
-    if params.max_bundle >= 3:
-        triples = set()
-        for i, j in pairs:
-            for k in partners[i] & partners[j]:
-                if k > j:
-                    triples.add((i, j, k))
-        bundles.extend(sorted(triples))
-    return bundles
+    codes: dict[str, int] = {}
+    store = np.array([codes.setdefault(o.store_id, len(codes)) for o in orders], dtype=np.int64)
+    xs = np.array([o.x for o in orders], dtype=float)
+    ys = np.array([o.y for o in orders], dtype=float)
+    sx = np.array([o.store_x for o in orders], dtype=float)
+    sy = np.array([o.store_y for o in orders], dtype=float)
+    ready = np.array([o.ready for o in orders], dtype=float)
+    direct = _tt(np.hypot(xs - sx, ys - sy), speed)
+    between = _tt(np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :]), speed)
+    # detour of serving j right after i instead of going to j directly (the better order of the two)
+    detour = direct[:, None] + between - direct[None, :]
+    detour = np.minimum(detour, detour.T)
+    ok = (
+        (store[:, None] == store[None, :])
+        & (np.abs(ready[:, None] - ready[None, :]) <= params.bundle_ready_window)
+        & (detour <= params.bundle_detour)
+    )
+    np.fill_diagonal(ok, False)
+    k = min(params.partners_per_order, n - 1)
+    score = np.where(ok, detour, np.inf)
+    best = np.argpartition(score, k - 1, axis=1)[:, :k] if k < n else np.argsort(score, axis=1)
+    partner = np.zeros((n, n), dtype=bool)
+    rows = np.repeat(np.arange(n), best.shape[1])
+    keep = ok[rows, best.ravel()]
+    partner[rows[keep], best.ravel()[keep]] = True
+    partner |= partner.T
+    pi, pj = np.nonzero(np.triu(partner, 1))
+    pairs = np.full((len(pi), MAX_SIZE), -1, dtype=np.int64)
+    pairs[:, 0], pairs[:, 1] = pi, pj
+    out = [singles, pairs]
+    if params.max_bundle >= 3 and len(pi):
+        common = partner[pi] & partner[pj]  # (pairs, N): k partners with both i and j
+        common &= np.arange(n)[None, :] > pj[:, None]
+        t, kk = np.nonzero(common)
+        triples = np.stack([pi[t], pj[t], kk], axis=1)
+        out.append(triples)
+    return np.concatenate(out)
 
 
 def build_columns(
     orders: list[OrderJob], riders: list[RiderState], params: SolverParams, penalties: np.ndarray
 ) -> Columns:
     """Cost, best sequence and pickup of every (rider, candidate bundle) column, vectorised by size."""
-    bundles = candidate_bundles(orders, params)
-    n, r_count = len(orders), len(riders)
+    members = candidate_bundles(orders, params)
+    size = (members >= 0).sum(axis=1)
+    n, r_count, b_count = len(orders), len(riders), len(members)
     speed = params.meters_per_minute * params.speed_factor
     ps, ds = params.pickup_service, params.dropoff_service
     ox = np.array([o.x for o in orders], dtype=float)
@@ -115,6 +133,7 @@ def build_columns(
     ready = np.array([o.ready for o in orders], dtype=float)
     promise = np.array([o.promise for o in orders], dtype=float)
     to_drop = _tt(np.hypot(ox - sx, oy - sy), speed)  # store -> own drop-off
+    between = _tt(np.hypot(ox[:, None] - ox[None, :], oy[:, None] - oy[None, :]), speed)
 
     rx = np.array([r.x for r in riders], dtype=float)
     ry = np.array([r.y for r in riders], dtype=float)
@@ -124,69 +143,64 @@ def build_columns(
     # rider -> store of each order (orders of a bundle share the store)
     to_store = _tt(np.hypot(rx[:, None] - sx[None, :], ry[:, None] - sy[None, :]), speed)  # (R, N)
 
-    b_count = len(bundles)
     cost = np.full((r_count, b_count), INFEASIBLE)
     perm_idx = np.zeros((r_count, b_count), dtype=np.int64)
     pickup = np.zeros((r_count, b_count))
-    sequences: list[np.ndarray] = [np.zeros((0, 0), dtype=np.int64)] * b_count
-    offsets: list[np.ndarray] = [np.zeros((0, 0))] * b_count
-    end_offset: list[np.ndarray] = [np.zeros(0)] * b_count
-    penalty = np.zeros(b_count)
+    seq_all = np.full((b_count, _NPERM, MAX_SIZE), -1, dtype=np.int64)
+    off_all = np.zeros((b_count, _NPERM, MAX_SIZE))
+    end_all = np.zeros((b_count, _NPERM))
+    pen = np.where(members >= 0, penalties[np.maximum(members, 0)], 0.0).sum(axis=1)
 
-    by_size: dict[int, list[int]] = {}
-    for b, members in enumerate(bundles):
-        by_size.setdefault(len(members), []).append(b)
-    for m, bidx in by_size.items():
-        mem = np.array([bundles[b] for b in bidx], dtype=np.int64)  # (nb, m)
-        perms = np.array(list(itertools.permutations(range(m))), dtype=np.int64)  # (P, m)
+    lo = 0
+    for m in range(1, MAX_SIZE + 1):
+        hi = lo + int((size == m).sum())
+        if hi == lo:
+            continue
+        mem = members[lo:hi, :m]  # (nb, m): blocks are contiguous, ordered by size
+        perms = _PERMS[m]
         seq = mem[:, perms]  # (nb, P, m)
         delta = np.empty(seq.shape)
         delta[:, :, 0] = ps / 2 + to_drop[seq[:, :, 0]] + ds / 2
-        route = to_drop[seq[:, :, 0]].astype(float)
+        route = to_drop[seq[:, :, 0]]
         for k in range(1, m):
-            a, b_ = seq[:, :, k - 1], seq[:, :, k]
-            leg = _tt(np.hypot(ox[a] - ox[b_], oy[a] - oy[b_]), speed)
+            leg = between[seq[:, :, k - 1], seq[:, :, k]]
             delta[:, :, k] = delta[:, :, k - 1] + ds + leg
             route = route + leg
-        end = delta[:, :, m - 1] + ds / 2  # (nb, P)
         first = mem[:, 0]
         latest_ready = ready[mem].max(axis=1)  # (nb,)
-        arrive = start[:, None] + to_store[:, first]  # (R, nb)
-        pick = np.maximum(arrive + ps / 2, latest_ready[None, :])  # (R, nb)
-        drop = pick[:, :, None, None] + delta[None, :, :, :]  # (R, nb, P, m)
-        late = np.maximum(drop - promise[seq][None, :, :, :], 0.0)
+        to_first = to_store[:, first]  # (R, nb)
+        pick = np.maximum(start[:, None] + to_first + ps / 2, latest_ready[None, :])  # (R, nb)
+        late = np.maximum(pick[:, :, None, None] + (delta - promise[seq])[None], 0.0)  # (R, nb, P, m)
         c = late.sum(axis=3)
         if params.late_order_weight:
-            c = c + params.late_order_weight * (late > 0).sum(axis=3)
-        c = c + params.travel_weight * (to_store[:, first][:, :, None] + route[None, :, :])
+            c += params.late_order_weight * (late > 0).sum(axis=3)
+        c += params.travel_weight * (to_first[:, :, None] + route[None, :, :])
         best = c.argmin(axis=2)  # (R, nb)
         best_cost = np.take_along_axis(c, best[:, :, None], axis=2)[:, :, 0]
         feasible = (pick <= shift_end[:, None] + 1e-9) & (room[:, None] >= m)
-        cols = np.array(bidx)
-        cost[:, cols] = np.where(feasible, best_cost, INFEASIBLE)
-        perm_idx[:, cols] = best
-        pickup[:, cols] = pick
-        penalty[cols] = penalties[mem].sum(axis=1)
-        for j, b in enumerate(bidx):
-            sequences[b] = seq[j]
-            offsets[b] = delta[j]
-            end_offset[b] = end[j]
+        cost[:, lo:hi] = np.where(feasible, best_cost, INFEASIBLE)
+        perm_idx[:, lo:hi] = best
+        pickup[:, lo:hi] = pick
+        seq_all[lo:hi, : len(perms), :m] = seq
+        off_all[lo:hi, : len(perms), :m] = delta
+        end_all[lo:hi, : len(perms)] = delta[:, :, m - 1] + ds / 2
+        lo = hi
 
-    order_bundles_l: list[list[int]] = [[] for _ in range(n)]
     incidence = np.zeros((b_count, n), dtype=bool)
-    for b, members_t in enumerate(bundles):
-        for i in members_t:
-            order_bundles_l[i].append(b)
-            incidence[b, i] = True
+    rows = np.repeat(np.arange(b_count), MAX_SIZE)
+    flat = members.ravel()
+    incidence[rows[flat >= 0], flat[flat >= 0]] = True
+    index = {tuple(row[:s]): b for b, (row, s) in enumerate(zip(members.tolist(), size.tolist(), strict=True))}
     return Columns(
-        bundles=bundles,
+        members=members,
+        size=size,
         cost=cost,
         perm=perm_idx,
         pickup=pickup,
-        sequences=sequences,
-        offsets=offsets,
-        end_offset=end_offset,
-        penalty=penalty,
-        order_bundles=[np.array(x, dtype=np.int64) for x in order_bundles_l],
+        seq=seq_all,
+        offsets=off_all,
+        end_offset=end_all,
+        penalty=pen,
         incidence=incidence,
+        index=index,
     )

@@ -40,9 +40,9 @@ def solve_round_exact(cols: Columns, order_penalties: np.ndarray, time_limit_s: 
     n_riders = benefit.shape[0]
     rows: list[np.ndarray] = []
     colidx: list[np.ndarray] = []
-    sizes = np.array([len(cols.bundles[b]) for b in bb])
-    members = [np.array(cols.bundles[b], dtype=np.int64) for b in bb]
-    rows.append(np.concatenate(members))
+    sizes = cols.size[bb]
+    mem = cols.members[bb]
+    rows.append(mem[mem >= 0])  # row-major: each column's orders in turn, matching the repeat below
     colidx.append(np.repeat(np.arange(len(rr)), sizes))
     rows.append(n_orders + rr)
     colidx.append(np.arange(len(rr)))
@@ -64,7 +64,7 @@ def solve_round_exact(cols: Columns, order_penalties: np.ndarray, time_limit_s: 
     choice = {int(rr[k]): int(bb[k]) for k in chosen}
     covered = np.zeros(n_orders, dtype=bool)
     for b in choice.values():
-        covered[list(cols.bundles[b])] = True
+        covered[cols.members[b, : cols.size[b]]] = True
     objective = total_penalty + float(res.fun)
     bound = total_penalty + float(res.mip_dual_bound if res.mip_dual_bound is not None else res.fun)
     return RoundOptimum(

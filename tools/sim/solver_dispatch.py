@@ -1,13 +1,14 @@
-"""A rolling-horizon dispatcher on the riders solver: every minute, one optimal-ish round of trips.
+"""A rolling-horizon dispatcher on the riders solver: every minute, one round of trips, re-planned.
 
 At each epoch the waiting orders whose food is ready within ``ready_horizon`` minutes and the
-couriers on shift that are free now or within ``free_horizon`` minutes (a trip given to a busy
-courier starts where its route ends) go to ``tools.riders.solver.solve_assignment``: one trip per
-courier, same-store bundles of up to 3, minimising late minutes. A planned trip is committed when its
-courier has to set off within ``commit_window`` minutes to make the planned pickup, or when an order
-of it would be late anyway; the rest is planned again at the next epoch. The default commits every
-trip at once: holding trips back for later bundling (commit_window 2-6) measured worse on MDRP days,
-because the courier kept in reserve was often taken by another order in between.
+couriers on shift that are free, or become free / come on shift, within ``plan_horizon`` minutes go
+to ``tools.riders.solver.solve_assignment``: one trip per courier (a courier still busy starts where
+its route ends), same-store bundles of up to 3, minimising late minutes. Only trips of couriers free
+within ``free_horizon`` minutes are committed; a trip planned for a courier that is not free yet is
+dropped and its orders planned again at the next epoch. Planning with the couriers about to come on
+shift is what stops the dispatcher from handing an order ready in half an hour to the one courier
+free now (as a late second order of a bundle) when a fresh courier will be there in time: on the
+fast-travel MDRP days (t75) that was where the solver lost to the baseline.
 
 The solver's objective counts a late order's minutes plus ``late_order_weight`` per late order, so
 with few couriers it favours orders that can still make the 40-minute target.
@@ -29,7 +30,9 @@ class SolverDispatcher:
     interval_minutes: float = 1.0
     ready_horizon: float = 40.0
     free_horizon: float = 3.0
-    commit_window: float = math.inf
+    plan_horizon: float = 15.0  # also plan for couriers free / on shift within this many minutes
+    commit_window: float = math.inf  # commit only trips whose courier must leave this soon (inf: all)
+    late_bundle_window: float = math.inf  # hold a bundle with a late order until its courier must leave
     max_queued: int = 1
     late_order_weight: float = 20.0
     unassigned_penalty: float = 1000.0
@@ -66,8 +69,8 @@ class SolverDispatcher:
             )
             for c in view.couriers
             if c.off_time > now
-            and c.on_time <= now + self.free_horizon
-            and c.free_at <= now + self.free_horizon
+            and c.on_time <= now + max(self.free_horizon, self.plan_horizon)
+            and c.free_at <= now + max(self.free_horizon, self.plan_horizon)
             and c.load <= self.max_queued * c.capacity
         ]
         if not orders or not riders:
@@ -88,12 +91,17 @@ class SolverDispatcher:
         for trip in sol.trips:
             r = by_id[trip.rider_id]
             start = max(now, r.free_at, r.shift_start)
+            if start > now + self.free_horizon:
+                continue  # planned for a courier not free yet: re-planned at a later epoch
             store = next(o for o in orders if o.id == trip.order_ids[0])
             travel = _travel(r.x, r.y, store.store_x, store.store_y, speed)
             # latest departure that still makes the planned pickup
             slack = trip.pickup - view.pickup_service / 2 - travel - start
             due = start + slack <= now + self.commit_window
             late = any(d > o.promise for d, o in zip(trip.dropoffs, _orders(orders, trip.order_ids), strict=True))
+            if late and len(trip.order_ids) > 1 and start + slack > now + self.late_bundle_window:
+                # a bundle that makes an order late, with time to spare: wait for more couriers
+                continue
             if due or late:
                 out.append(
                     Assignment(
