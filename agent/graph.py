@@ -16,11 +16,13 @@ small coupons go out while a supervisor looks at the refunds; only steps needing
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from datetime import datetime
 from functools import partial
 from typing import Any, Literal
 
+import orjson
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
@@ -53,6 +55,29 @@ def _incident(session: Session, incident_id: str) -> Incident:
 
 def _now(rt: Ctx) -> datetime:
     return rt.context.clock.now()
+
+
+def plan_digest(plan: dict[str, Any]) -> str:
+    """sha256 of the dumped plan as canonical JSON: what the state keeps instead of the plan."""
+    return hashlib.sha256(orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+
+
+class PlanChanged(RuntimeError):
+    """The incident row holds another plan than the one this thread proposed (never expected: a thread
+    reads its plan back only while it is the incident's current thread)."""
+
+
+def _plan(state: IncidentState, inc: Incident) -> Plan:
+    """This thread's plan. The plan lives in the Incident row (persisted by ``plan``); the state keeps
+    only its digest, so a checkpoint per node stays small instead of carrying ~300 KB for a storm's plan.
+    Checkpoints written before that change still carry the plan itself, and it is used as it is."""
+    legacy = state.get("plan")
+    if legacy:
+        return Plan.model_validate(legacy)
+    stored = inc.plan or {}
+    if plan_digest(stored) != state.get("plan_sha"):
+        raise PlanChanged(f"incident {inc.id} no longer holds the plan of thread {state['incident_id']}")
+    return Plan.model_validate(stored)
 
 
 def brief_of(inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
@@ -178,7 +203,7 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             explanation=_explanations(plan),
             attributes={"llm_tool_calls": len(gathered)} if gathered else None,
         )
-    return {"plan": plan.model_dump(mode="json"), "step_status": dict(inc.step_status)}
+    return {"plan_sha": plan_digest(inc.plan), "step_status": dict(inc.step_status)}
 
 
 def _explanations(plan: Plan) -> dict[str, Any] | None:
@@ -195,11 +220,11 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
     rc = runtime.context
     policy = rc.policy or load_policy(rc.settings.policy_file)
-    plan = Plan.model_validate(state["plan"])
     autonomy = state.get("autonomy", "auto")
     now = _now(runtime)
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
+        plan = _plan(state, inc)
         # one batch of facts for the whole plan (the same checks validate_live makes per step)
         actx = build_assess_context(
             session=s,
@@ -276,7 +301,9 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             )
     if rc.on_assessed is not None:
         rc.on_assessed()
-    return {"verdicts": dumped, "step_status": status, "request_id": request_id}
+    # the verdicts are in the Incident row and the verdict record; the state (checkpointed after every
+    # node) keeps the statuses only
+    return {"step_status": status, "request_id": request_id}
 
 
 def _count(status: dict[str, str]) -> dict[str, int]:
@@ -295,6 +322,7 @@ def _check_at(
 def _run_steps(
     runtime: Ctx,
     state: IncidentState,
+    plan: Plan,
     steps: list[tuple[PlanStep, list[str]]],
     stage_note: str,
 ) -> dict[str, Any]:
@@ -303,7 +331,6 @@ def _run_steps(
     from guardrails.validation import build_assess_context, schema_errors, validate_live
 
     rc = runtime.context
-    plan = Plan.model_validate(state["plan"])
     halted = bool(state.get("halted"))
     status: dict[str, str] = {}
     results: dict[str, Any] = {}
@@ -395,7 +422,8 @@ def _run_steps(
 
 
 def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
-    plan = Plan.model_validate(state["plan"])
+    with Session(runtime.context.engine) as s:
+        plan = _plan(state, _incident(s, state["incident_id"]))
     status = state.get("step_status", {})
     if state.get("autonomy") == "shadow":
         with session_scope(runtime.context.engine) as s:
@@ -419,7 +447,7 @@ def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         for st in plan.steps
         if status.get(str(st.index)) == StepStatus.approved.value and not _follows_pending(st, status)
     ]
-    return _run_steps(runtime, state, todo, "allowed by policy")
+    return _run_steps(runtime, state, plan, todo, "allowed by policy")
 
 
 def _follows_pending(step: PlanStep, status: dict[str, str]) -> bool:
@@ -492,6 +520,7 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rid = state["request_id"]
     assert rid is not None
     with Session(rc.engine) as s:
+        plan = _plan(state, _incident(s, state["incident_id"]))
         approved = {st.index: st for st in approved_steps(session=s, request_id=rid)}
         rows = {r.step_index: r for r in s.exec(select(ApprovalStep).where(ApprovalStep.request_id == rid))}
         decisions = list(s.exec(select(ApprovalDecision).where(ApprovalDecision.request_id == rid)))
@@ -519,14 +548,14 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     # allowed steps held back until the step they follow was decided (see _follows_pending)
     going = {st.index for st, _ in todo}
     was = state.get("step_status", {})
-    for st in Plan.model_validate(state["plan"]).steps:
+    for st in plan.steps:
         if was.get(str(st.index)) == StepStatus.approved.value and _follows_pending(st, was) and st.index not in rows:
             if st.after in going:
                 todo.append((st, []))
             else:
                 status[str(st.index)] = StepStatus.skipped.value
     todo.sort(key=lambda t: t[0].index)
-    out = _run_steps(runtime, state, todo, f"approved in request {rid}")
+    out = _run_steps(runtime, state, plan, todo, f"approved in request {rid}")
     out["step_status"] = {**status, **out["step_status"]}
     if status:
         with session_scope(rc.engine) as s:
@@ -540,19 +569,20 @@ def report(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     status = state.get("step_status", {})
     counts = _count(status)
-    plan = Plan.model_validate(state["plan"])
-    escalated = any(
-        st.tool == "escalate_incident" and status.get(str(st.index)) == StepStatus.executed.value for st in plan.steps
-    )
-    final = (
-        IncidentStatus.failed
-        if counts.get(StepStatus.failed.value)
-        else IncidentStatus.escalated
-        if escalated
-        else IncidentStatus.resolved
-    )
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
+        plan = _plan(state, inc)
+        escalated = any(
+            st.tool == "escalate_incident" and status.get(str(st.index)) == StepStatus.executed.value
+            for st in plan.steps
+        )
+        final = (
+            IncidentStatus.failed
+            if counts.get(StepStatus.failed.value)
+            else IncidentStatus.escalated
+            if escalated
+            else IncidentStatus.resolved
+        )
         inc.status = final
         inc.updated_at = _now(runtime)
         s.add(inc)

@@ -1,8 +1,8 @@
-"""The incident graph's state: small (ids, the plan, verdicts, statuses), never the whole snapshot.
+"""The incident graph's state: small (ids, digests, verdicts, statuses), never the snapshot or the plan.
 
 Every value is plain JSON (dicts, lists, strings) so the checkpointers serialise it without custom
-types, and a checkpoint is a few kilobytes even for the storm's plan. The snapshot itself lives in
-the audit store, addressed by ``snapshot_sha``.
+types. The graph checkpoints after every node, so what is large stays out: the snapshot lives in the
+audit store (``snapshot_sha``), the plan in the Incident row (``plan_sha``; a storm's plan is ~300 KB).
 """
 
 from __future__ import annotations
@@ -28,11 +28,16 @@ class IncidentState(TypedDict, total=False):
     snapshot_sha: str
     """sha256 of the investigation snapshot stored by audit.service.store_snapshot."""
 
+    plan_sha: str
+    """sha256 of the proposed Plan as persisted in ``Incident.plan`` (agent.graph.plan_digest); nodes
+    read the plan from the row and check it is still this one."""
+
     plan: dict[str, Any]
-    """The proposed Plan (agent.plan.Plan, dumped to JSON)."""
+    """Checkpoints written before ``plan_sha`` existed: the proposed Plan itself (dumped to JSON)."""
 
     verdicts: dict[str, Any]
-    """Step index (as a string) -> guardrails Verdict (dumped), as assessed before any execution."""
+    """Checkpoints written before the verdicts moved out of the state (they are in ``Incident.verdicts``
+    and the ``verdict`` audit record): step index -> guardrails Verdict (dumped)."""
 
     request_id: str | None
     """The approval request grouping this plan's needs-approval steps; None when none are needed."""

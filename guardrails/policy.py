@@ -123,6 +123,8 @@ def _dicts(value: Any) -> Iterator[dict[str, Any]]:
 
 
 def _add(seen: list[str], value: Any) -> None:
+    if value is None:
+        return
     values = value if isinstance(value, list | tuple) else [value]
     for v in values:
         if isinstance(v, str) and v and v not in seen:
@@ -132,31 +134,39 @@ def _add(seen: list[str], value: Any) -> None:
 def step_subjects(args: dict[str, Any]) -> StepSubjects:
     """Walk the arguments: ``order_id(s)``, ``rider_id(s)``, ``customer_id(s)`` at any depth; a dict
     holding both an order and a rider is an assignment; a dict with ``amount_cents`` is money."""
-    out = StepSubjects()
+    # plain lists first, one model at the end without validation (the values are built right here):
+    # a validated StepSubjects() deep-copies its five list defaults, and a plan computes ~1,000 of these
+    order_ids: list[str] = []
+    rider_ids: list[str] = []
+    customer_ids: list[str] = []
+    assignments: list[tuple[str, str]] = []
+    money: list[MoneyItem] = []
     for d in _dicts(args):
-        _add(out.order_ids, d.get("order_id"))
-        _add(out.order_ids, d.get("order_ids"))
-        _add(out.rider_ids, d.get("rider_id"))
-        _add(out.rider_ids, d.get("rider_ids"))
-        _add(out.customer_ids, d.get("customer_id"))
-        _add(out.customer_ids, d.get("customer_ids"))
+        _add(order_ids, d.get("order_id"))
+        _add(order_ids, d.get("order_ids"))
+        _add(rider_ids, d.get("rider_id"))
+        _add(rider_ids, d.get("rider_ids"))
+        _add(customer_ids, d.get("customer_id"))
+        _add(customer_ids, d.get("customer_ids"))
         oid, rid = d.get("order_id"), d.get("rider_id")
         if isinstance(oid, str) and isinstance(rid, str):
-            out.assignments.append((oid, rid))
+            assignments.append((oid, rid))
         if "amount_cents" in d:
             amount = d.get("amount_cents")
             kind = d.get("kind") or args.get("kind") or "coupon"
             item_order = oid if isinstance(oid, str) else args.get("order_id")
             if isinstance(amount, bool) or not isinstance(amount, int | float):
                 amount = 0  # a malformed amount is treated as non-positive and blocked
-            out.money.append(
+            money.append(
                 MoneyItem(
                     order_id=item_order if isinstance(item_order, str) else None,
                     amount_cents=int(amount),
                     kind=str(kind),
                 )
             )
-    return out
+    return StepSubjects.model_construct(
+        order_ids=order_ids, rider_ids=rider_ids, customer_ids=customer_ids, assignments=assignments, money=money
+    )
 
 
 # --- the rules -------------------------------------------------------------------------------------
@@ -183,7 +193,11 @@ def step_spend(step: PlanStep, policy: Policy | None = None) -> int:
     rule = (policy or load_policy()).tool_rule(step.tool)
     if rule is None:
         return 0
-    return sum(m.amount_cents for m in _money(rule, step_subjects(step.args)) if m.amount_cents > 0)
+    return _spend(rule, step_subjects(step.args))
+
+
+def _spend(rule: ToolRule, subj: StepSubjects) -> int:
+    return sum(m.amount_cents for m in _money(rule, subj) if m.amount_cents > 0)
 
 
 def _block(code: str, message: str, rule: str) -> Reason:
@@ -194,9 +208,19 @@ def _ask(code: str, message: str, rule: str, tier: int = 1) -> Reason:
     return Reason(code=code, message=message, rule=rule, tier=tier)
 
 
-def hard_blocks(step: PlanStep, rule: ToolRule, subj: StepSubjects, ctx: AssessContext, policy: Policy) -> list[Reason]:
+def hard_blocks(
+    step: PlanStep,
+    rule: ToolRule,
+    subj: StepSubjects,
+    ctx: AssessContext,
+    policy: Policy,
+    *,
+    in_scope: frozenset[str] | set[str] | None = None,
+) -> list[Reason]:
+    """Tier-0 reasons; ``in_scope`` is ``set(ctx.incident_order_ids)`` when a caller has it already."""
     out: list[Reason] = []
-    in_scope = set(ctx.incident_order_ids)
+    if in_scope is None:
+        in_scope = set(ctx.incident_order_ids)
     for oid in subj.order_ids:
         facts = ctx.orders.get(oid)
         if facts is None:
@@ -333,7 +357,18 @@ def _approval_reasons(
 
 def assess(step: PlanStep, ctx: AssessContext, policy: Policy | None = None) -> Verdict:
     """Allow, ask a supervisor (tier 1 or 2), or block one proposed step."""
-    policy = policy or load_policy()
+    return _assess(step, ctx, policy or load_policy())
+
+
+def _assess(
+    step: PlanStep,
+    ctx: AssessContext,
+    policy: Policy,
+    subj: StepSubjects | None = None,
+    in_scope: frozenset[str] | None = None,
+) -> Verdict:
+    """``assess`` with the step's subjects and the incident's order set passed in when the caller
+    (``assess_plan``) computed them already; the same verdict either way."""
     rule = policy.tool_rule(step.tool)
     if rule is None or (ctx.registered_tools is not None and step.tool not in ctx.registered_tools):
         return Verdict(
@@ -343,8 +378,9 @@ def assess(step: PlanStep, ctx: AssessContext, policy: Policy | None = None) -> 
         )
     if rule.risk == "read":
         return Verdict(decision=Decision.allow, policy_version=policy.version)
-    subj = step_subjects(step.args)
-    blocks = hard_blocks(step, rule, subj, ctx, policy)
+    if subj is None:
+        subj = step_subjects(step.args)
+    blocks = hard_blocks(step, rule, subj, ctx, policy, in_scope=in_scope)
     asks = _approval_reasons(step, rule, subj, ctx, policy)
     if blocks:
         return Verdict(decision=Decision.block, reasons=blocks + asks, policy_version=policy.version)
@@ -365,14 +401,23 @@ def assess_plan(steps: list[PlanStep], ctx: AssessContext, policy: Policy | None
     spent = ctx.incident_spent_cents
     out: dict[int, Verdict] = {}
     cancelled: list[str] = []
+    # each step's subjects once (assess, its spend and the cancel count read the same ones), the
+    # scope set once, and a context copy only when the running spend has changed
+    in_scope = frozenset(ctx.incident_order_ids)
+    step_ctx = ctx
     for step in steps:
-        verdict = assess(step, ctx.model_copy(update={"incident_spent_cents": spent}), policy)
+        if step_ctx.incident_spent_cents != spent:
+            step_ctx = ctx.model_copy(update={"incident_spent_cents": spent})
+        rule = policy.tool_rule(step.tool)
+        subj = step_subjects(step.args) if rule is not None and rule.risk != "read" else None
+        verdict = _assess(step, step_ctx, policy, subj, in_scope)
         out[step.index] = verdict
-        if verdict.decision != Decision.block:
-            spent += step_spend(step, policy)
-            rule = policy.tool_rule(step.tool)
-            if rule is not None and rule.risk == "cancel":
-                cancelled += [o for o in step_subjects(step.args).order_ids if o not in cancelled]
+        if verdict.decision != Decision.block and rule is not None:
+            if subj is None:
+                subj = step_subjects(step.args)
+            spent += _spend(rule, subj)
+            if rule.risk == "cancel":
+                cancelled += [o for o in subj.order_ids if o not in cancelled]
     limit = policy.cancellation.tier2_above_orders
     if len(cancelled) > limit:
         for step in steps:

@@ -14,7 +14,8 @@ from typing import Any
 import structlog
 from pydantic import ValidationError
 from sqlalchemy import func
-from sqlmodel import Session, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, select
 
 from agent.plan import PlanStep
 from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
@@ -75,17 +76,30 @@ def build_assess_context(
     with_customer_values: bool = True,
 ) -> AssessContext:
     """Facts about every order and rider the incident and the steps touch."""
+    # one query per table for every subject of every step; rows as columns, not ORM objects
     order_ids: list[str] = list(dict.fromkeys(incident_order_ids))
     rider_ids: list[str] = []
+    seen_orders: set[str] = set(order_ids)
+    seen_riders: set[str] = set()
     for step in step_list:
         subj = step_subjects(step.args)
-        order_ids += [o for o in subj.order_ids if o not in order_ids]
-        rider_ids += [r for r in subj.rider_ids if r not in rider_ids]
+        for oid in subj.order_ids:
+            if oid not in seen_orders:
+                seen_orders.add(oid)
+                order_ids.append(oid)
+        for rid in subj.rider_ids:
+            if rid not in seen_riders:
+                seen_riders.add(rid)
+                rider_ids.append(rid)
 
-    orders = list(session.exec(select(Order).where(Order.id.in_(order_ids)))) if order_ids else []  # type: ignore[attr-defined]
+    order_cols = sa_select(
+        col(Order.id), col(Order.value_cents), col(Order.status), col(Order.customer_id), col(Order.rider_id)
+    )
+    orders = session.execute(order_cols.where(col(Order.id).in_(order_ids))).all() if order_ids else []
     customer_ids = sorted({o.customer_id for o in orders})
+    customer_cols = sa_select(col(Customer.id), col(Customer.tier), col(Customer.refund_claims_count))
     customers = (
-        {c.id: c for c in session.exec(select(Customer).where(Customer.id.in_(customer_ids)))}  # type: ignore[attr-defined]
+        {c.id: c for c in session.execute(customer_cols.where(col(Customer.id).in_(customer_ids)))}
         if customer_ids
         else {}
     )
@@ -112,7 +126,9 @@ def build_assess_context(
                 .group_by(Order.rider_id)
             ).all()
         )
-        for r in session.exec(select(Rider).where(Rider.id.in_(rider_ids))):  # type: ignore[attr-defined]
+        rider_cols = sa_select(col(Rider.id), col(Rider.status), col(Rider.shift_end), col(Rider.capacity))
+        rows = session.execute(rider_cols.where(col(Rider.id).in_(rider_ids)))
+        for r in rows:
             rider_facts[r.id] = RiderFacts(
                 status=str(r.status.value if hasattr(r.status, "value") else r.status),
                 shift_end=aware(r.shift_end),

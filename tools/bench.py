@@ -3,7 +3,9 @@
 `bench tools` reports medians over repeated runs: the riders solver on the `storm` world (latency,
 p95, and the gap to the exact MILP optimum of the same model), the compensation quote batch, the
 LTV hold-out error, and with ``--mdrp-days N`` the solver dispatcher against the baseline on N
-full-size MDRP days. `bench` / `bench all` runs ``evals.bench.run(args)``.
+full-size MDRP days: a per-day table (instance, orders, baseline share, solver share, margin, the
+physical on-time bound and whether the baseline already reaches it) plus min/mean margin and the
+counts of wins, ties and losses. `bench` / `bench all` runs ``evals.bench.run(args)``.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -169,6 +172,7 @@ def on_time_bound(inst: Any) -> float:
 def compare_dispatchers(mdrp_dir: Path, *, days: int) -> dict[str, Any]:
     """Share of orders within the target, solver dispatcher vs baseline, on the first N o100 days."""
     from tools.sim.baseline import BaselineDispatcher
+    from tools.sim.checker import check_solution
     from tools.sim.engine import Simulation
     from tools.sim.solver_dispatch import SolverDispatcher
     from tools.world.mdrp import read_instance
@@ -178,8 +182,14 @@ def compare_dispatchers(mdrp_dir: Path, *, days: int) -> dict[str, Any]:
         inst = read_instance(folder)
         base = Simulation.from_instance(inst, BaselineDispatcher()).run().metrics()
         t0 = time.perf_counter()
-        solv = Simulation.from_instance(inst, SolverDispatcher()).run().metrics()
+        sim = Simulation.from_instance(inst, SolverDispatcher()).run()
+        solv = sim.metrics()
+        solver_s = round(time.perf_counter() - t0, 2)
         bound = on_time_bound(inst)
+        # the solver's run in the MDRP solution format, through the independent feasibility checks
+        with tempfile.TemporaryDirectory() as tmp:
+            sim.write_solution(Path(tmp) / "solution")
+            violations = check_solution(instance_dir=folder, solution_dir=Path(tmp) / "solution")
         rows.append(
             {
                 "instance": folder.name,
@@ -189,7 +199,8 @@ def compare_dispatchers(mdrp_dir: Path, *, days: int) -> dict[str, Any]:
                 "margin": round(solv["share_within_target"] - base["share_within_target"], 4),
                 "bound": bound,
                 "baseline_at_bound": base["share_within_target"] >= bound,
-                "solver_day_s": round(time.perf_counter() - t0, 2),
+                "solver_day_s": solver_s,
+                "violations": len(violations),
             }
         )
         log.info("mdrp_day", **rows[-1])
@@ -203,6 +214,7 @@ def compare_dispatchers(mdrp_dir: Path, *, days: int) -> dict[str, Any]:
         "solver_wins": sum(m > 0 for m in margins),
         "ties": sum(m == 0 for m in margins),
         "losses": sum(m < 0 for m in margins),
+        "days_with_violations": sum(r["violations"] > 0 for r in rows),
         # days where the baseline already delivers every order that can physically be on time
         "baseline_at_bound_days": len(rows) - len(beatable),
         "solver_wins_where_beatable": sum(r["margin"] > 0 for r in beatable),

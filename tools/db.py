@@ -30,6 +30,11 @@ def make_engine(url: str) -> Engine:
             cur = dbapi_conn.cursor()
             if not memory:
                 cur.execute("PRAGMA journal_mode=WAL")
+                # In WAL mode synchronous=NORMAL is SQLite's documented safe setting: a commit survives
+                # a crash of the process (or of the application) and the database never corrupts; only a
+                # power loss or OS crash may roll back the last commits. FULL fsyncs the WAL on every
+                # commit, and each write step of an incident is its own commit.
+                cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA busy_timeout=30000")
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute("CREATE TABLE IF NOT EXISTS _write_lock (id INTEGER)")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 
 import pytest
@@ -41,8 +42,27 @@ def test_an_order_ready_later_waits_for_a_courier_coming_on_shift_rather_than_a_
     )
     out = SolverDispatcher().decide(view)
     assert [len(a.order_ids) for a in out] == [1] and out[0].courier_id == "c1"
-    myopic = SolverDispatcher(plan_horizon=0).decide(view)  # only couriers free now: the late pair
+    # the previous behaviour: only couriers free now, late bundles committed at once
+    myopic = SolverDispatcher(plan_horizon=0, late_bundle_window=math.inf).decide(view)
     assert [sorted(a.order_ids) for a in myopic] == [["a", "b"]]
+
+
+def test_a_bundle_that_makes_an_order_late_is_held_until_its_courier_must_leave() -> None:
+    # alone, each order is on time (pickup 30, drop 39 <= 40); together the second drops at 53
+    orders = (
+        PendingOrder("a", "s", 0, 0, 1000, 0, placed=0, ready=30, promised=40),
+        PendingOrder("b", "s", 0, 0, -1000, 0, placed=0, ready=30, promised=40),
+    )
+
+    def view(now: float) -> DispatchView:
+        couriers = (CourierState("c1", 0, 0, free_at=now, on_time=0, off_time=300),)
+        return DispatchView(
+            now=now, orders=orders, couriers=couriers, meters_per_minute=200, pickup_service=4, dropoff_service=4
+        )
+
+    assert SolverDispatcher().decide(view(0)) == []  # 28 minutes to spare: more couriers may come
+    late = SolverDispatcher().decide(view(27))  # must leave by 28 to pick up at 30
+    assert [sorted(a.order_ids) for a in late] == [["a", "b"]]
 
 
 @pytest.mark.slow

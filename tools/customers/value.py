@@ -191,6 +191,7 @@ _cache = _FitCache()
 
 def clear_cache() -> None:
     _cache.clear()
+    _values.clear()
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
@@ -287,6 +288,49 @@ def population_model(*, session: Session, now: datetime) -> PopulationModel:
     return model
 
 
+class _ValueCache:
+    """CustomerValue per customer, per (database, histories content, ``now``): an incident asks for
+    the same customers twice (the compensation quotes in the investigation, then the guardrails'
+    high-value check) at the same clock, so the second call finds the first one's answers."""
+
+    def __init__(self, size: int = 4) -> None:  # a few clocks: one incident's calls share one
+        self._lock = threading.Lock()
+        self._size = size
+        self._items: OrderedDict[tuple[Any, ...], dict[str, CustomerValue]] = OrderedDict()
+
+    def get(self, key: tuple[Any, ...]) -> dict[str, CustomerValue]:
+        with self._lock:
+            found = self._items.get(key)
+            if found is None:
+                return {}
+            self._items.move_to_end(key)
+            return dict(found)
+
+    def put(self, key: tuple[Any, ...], values: dict[str, CustomerValue]) -> None:
+        with self._lock:
+            self._items.setdefault(key, {}).update(values)
+            self._items.move_to_end(key)
+            while len(self._items) > self._size:
+                self._items.popitem(last=False)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._items.clear()
+
+
+_values = _ValueCache()
+
+
+def _values_key(session: Session, now: datetime) -> tuple[Any, ...]:
+    """What a customer's value depends on besides their id: the database, the world, the histories up
+    to ``now`` (the same aggregates the fit's content key uses: any purchase loaded, appended, removed
+    or re-priced changes them) and ``now`` itself."""
+    world = session.get(WorldInfo, 1)
+    world_key = None if world is None else (world.name, world.source, world.seed, str(world.epoch), world.currency)
+    bind = session.get_bind()
+    return (str(getattr(bind, "url", "")), id(bind), *_content_key(session, now, world_key), now.isoformat())
+
+
 def customer_values(*, session: Session, customer_ids: list[str], now: datetime) -> dict[str, CustomerValue]:
     """CustomerValue per known customer id (unknown ids are absent; callers decide what that means)."""
     now = aware(now)
@@ -294,10 +338,29 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     if not wanted:
         return {}
     known: list[str] = []
-    rows: list[tuple[str, datetime | str, int]] = []
     for start in range(0, len(wanted), _CHUNK):
         chunk = wanted[start : start + _CHUNK]
         known.extend(session.exec(select(Customer.id).where(col(Customer.id).in_(chunk))).all())
+    if not known:
+        return {}
+    key = _values_key(session, now)
+    cached = _values.get(key)
+    todo = [cid for cid in known if cid not in cached]
+    if todo:
+        computed = _compute_values(session=session, customer_ids=todo, now=now)
+        _values.put(key, computed)
+        cached.update(computed)
+    known_set = set(known)
+    return {cid: cached[cid] for cid in wanted if cid in known_set and cid in cached}
+
+
+def _compute_values(*, session: Session, customer_ids: list[str], now: datetime) -> dict[str, CustomerValue]:
+    """The model's answer for known customers (each customer's value depends on their own history
+    and the population model only, so any subset gives the same per-customer answer)."""
+    known = customer_ids
+    rows: list[tuple[str, datetime | str, int]] = []
+    for start in range(0, len(known), _CHUNK):
+        chunk = known[start : start + _CHUNK]
         rows.extend(
             session.exec(  # type: ignore[call-overload]
                 select(Purchase.customer_id, _PURCHASED_AT, Purchase.amount_cents).where(
@@ -305,8 +368,6 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
                 )
             ).all()
         )
-    if not known:
-        return {}
     model = population_model(session=session, now=now)
     version = model.version
     world = session.get(WorldInfo, 1)
@@ -367,4 +428,4 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
                 model_version=version,
                 model_source=model.source,
             )
-    return {cid: out[cid] for cid in wanted if cid in out}
+    return out

@@ -8,7 +8,9 @@ within ``free_horizon`` minutes are committed; a trip planned for a courier that
 dropped and its orders planned again at the next epoch. Planning with the couriers about to come on
 shift is what stops the dispatcher from handing an order ready in half an hour to the one courier
 free now (as a late second order of a bundle) when a fresh courier will be there in time: on the
-fast-travel MDRP days (t75) that was where the solver lost to the baseline.
+fast-travel MDRP days (t75) that was where the solver lost to the baseline. For the same reason a
+bundle that makes one of its orders late is held (re-planned each minute) until its courier has to
+leave within ``late_bundle_window`` minutes.
 
 The solver's objective counts a late order's minutes plus ``late_order_weight`` per late order, so
 with few couriers it favours orders that can still make the 40-minute target.
@@ -32,7 +34,7 @@ class SolverDispatcher:
     free_horizon: float = 3.0
     plan_horizon: float = 15.0  # also plan for couriers free / on shift within this many minutes
     commit_window: float = math.inf  # commit only trips whose courier must leave this soon (inf: all)
-    late_bundle_window: float = math.inf  # hold a bundle with a late order until its courier must leave
+    late_bundle_window: float = 3.0  # hold a bundle with a late order until its courier must leave
     max_queued: int = 1
     late_order_weight: float = 20.0
     unassigned_penalty: float = 1000.0
