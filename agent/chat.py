@@ -27,6 +27,7 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
+from agent.prompts import assistant_tool_calls
 from agent.settings import Settings
 from tools.base import ToolContext
 from tools.clock import Clock, SystemClock
@@ -312,20 +313,7 @@ class ChatEngine:
             calls = getattr(choice, "tool_calls", None) or []
             if not calls:
                 return choice.content or ""
-            messages.append(
-                {
-                    "role": "assistant",
-                    "content": choice.content or "",
-                    "tool_calls": [
-                        {
-                            "id": c.id,
-                            "type": "function",
-                            "function": {"name": c.function.name, "arguments": c.function.arguments},
-                        }
-                        for c in calls
-                    ],
-                }
-            )
+            messages.append(assistant_tool_calls(choice.content, calls))
             for c in calls:
                 messages.append({"role": "tool", "tool_call_id": c.id, "content": self._run_read_tool(c, names)})
         return "I could not finish that within my step budget; please ask something narrower."

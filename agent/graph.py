@@ -187,7 +187,8 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             gathered=gathered,
         )
         plan = rc.planner.plan(brief_of(inc, state.get("focus_order_ids")), snapshot, pctx)
-        inc.plan = plan.model_dump(mode="json")
+        dumped = plan.model_dump(mode="json")
+        inc.plan = dumped
         inc.planner = plan.planner
         inc.summary = plan.summary
         inc.step_status = {str(st.index): StepStatus.proposed.value for st in plan.steps}
@@ -199,11 +200,11 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             stage="proposal",
             incident=inc,
             plan=plan,
-            steps=[st.model_dump(mode="json") for st in plan.steps],
+            steps=dumped["steps"],  # each step as st.model_dump(mode="json"), dumped once with the plan
             explanation=_explanations(plan),
             attributes={"llm_tool_calls": len(gathered)} if gathered else None,
         )
-    return {"plan_sha": plan_digest(inc.plan), "step_status": dict(inc.step_status)}
+    return {"plan_sha": plan_digest(dumped), "step_status": dict(inc.step_status)}
 
 
 def _explanations(plan: Plan) -> dict[str, Any] | None:

@@ -68,3 +68,15 @@ def incident_message(
         "Investigate with the read tools if you need more facts, then answer with the JSON plan.",
     ]
     return "\n".join(parts)
+
+
+def assistant_tool_calls(content: str | None, calls: list[Any]) -> dict[str, Any]:
+    """The assistant turn that asked for tool calls, echoed back to an OpenAI-compatible endpoint."""
+    return {
+        "role": "assistant",
+        "content": content or "",
+        "tool_calls": [
+            {"id": c.id, "type": "function", "function": {"name": c.function.name, "arguments": c.function.arguments}}
+            for c in calls
+        ],
+    }

@@ -19,7 +19,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.plan import ExpectedEffect, Plan, PlanStep
 from agent.planners.base import IncidentBrief, PlanContext, Planner, plan_confidence
-from agent.prompts import PROMPT_VERSION, SYSTEM, incident_message
+from agent.prompts import PROMPT_VERSION, SYSTEM, assistant_tool_calls, incident_message
 from agent.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -131,20 +131,7 @@ class LlmPlanner:
             msg = resp.choices[0].message
             calls = list(msg.tool_calls or [])
             if calls:
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "content": msg.content or "",
-                        "tool_calls": [
-                            {
-                                "id": c.id,
-                                "type": "function",
-                                "function": {"name": c.function.name, "arguments": c.function.arguments},
-                            }
-                            for c in calls
-                        ],
-                    }
-                )
+                messages.append(assistant_tool_calls(msg.content, calls))
                 for c in calls:
                     if c.function.name not in reads:
                         raise PlannerFailure(

@@ -31,7 +31,8 @@ def test_bound_ids_on_every_line_and_unbound_after() -> None:
         assert lines[0]["steps"] == 3 and lines[0]["level"] == "info" and lines[0]["timestamp"].endswith("Z")
     finally:
         structlog.contextvars.clear_contextvars()
-        structlog.reset_defaults()
+        # back to the project's own configuration (on the current stderr), not structlog's stdout default
+        configure_logging(force=True)
 
 
 def test_binding_is_per_thread() -> None:
