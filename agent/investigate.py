@@ -52,6 +52,13 @@ def investigate(incident: IncidentBrief, call: Call, *, now: datetime) -> dict[s
     elif fam == "stockout_after_payment":
         _orders(incident.order_ids, traced, snap)
         _stock_options(traced, snap)
+        # an order still waiting for a rider is dispatched too: fixing the shelf alone leaves it late
+        waiting = [
+            oid
+            for oid, o in snap.get("orders", {}).items()
+            if not o.get("rider_id") and o.get("status") in ("confirmed", "picking", "ready")
+        ]
+        _reassignment(waiting, traced, snap)
     elif fam in ("stalled_in_transit", "customer_complaint", "address_change", "prep_delay"):
         ids = incident.order_ids or _store_orders(incident, traced)
         _orders(ids, traced, snap)

@@ -11,7 +11,8 @@ Playbooks (the snapshot comes from agent.investigate):
   them; the bags already picked up (which the solver does not plan) are handed over to the idle
   riders nearest the rider's last position, within capacity; orders nobody can take are escalated
   to the fleet team and their customers told. Compensate and notify those still late.
-- stockout_after_payment: per short line, substitute_item with the closest-priced substitute in
+- stockout_after_payment (then, for orders still waiting for a rider, apply_reassignment):
+  per short line, substitute_item with the closest-priced substitute in
   stock; else transfer_stock from the nearest store holding it; else a partial refund of the line
   (issue_compensation kind=refund, which needs approval by policy): the customer gets an apology at
   once, and the "refund" notice (with the amount) only runs after the refund executed (step.after).
@@ -326,7 +327,8 @@ def _stockout(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[PlanSte
                     customers_notified=1,
                 )
                 steps.append(notice.model_copy(update={"after": refund_at}))
-    return steps
+    # orders still waiting for a rider get one now (after the stock fix, so a failed fix stops first)
+    return steps + reassignment_steps(snapshot)
 
 
 def _stalled(incident: IncidentBrief, snapshot: dict[str, Any]) -> list[PlanStep]:

@@ -181,6 +181,17 @@ def test_stockout_prefers_a_substitute() -> None:
     assert p.steps[0].continue_on_failure is False
 
 
+def test_stockout_dispatches_an_order_still_waiting_for_a_rider() -> None:
+    snap = stock_snapshot([{"sku_id": "oat", "available": 5}], [])
+    snap["reassignment"] = {
+        "assignments": [{"order_id": "o1", "rider_id": "r2", "current_rider_id": None, "lateness_minutes": 0.0}]
+    }
+    p = plan("stockout_after_payment", snap)
+    # the shelf is fixed first; the rider comes after, so a failed substitution stops before dispatch
+    assert [s.tool for s in p.steps] == ["substitute_item", "notify_customer", "apply_reassignment"]
+    assert p.steps[2].args == {"assignments": [{"order_id": "o1", "rider_id": "r2"}]}
+
+
 def test_stockout_then_transfer_then_refund() -> None:
     p = plan(
         "stockout_after_payment",
