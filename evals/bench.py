@@ -372,14 +372,21 @@ def bench_memory() -> dict[str, Any]:
 def run(args: Any) -> int:
     """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
-    for name, fn in (
-        ("storm", bench_storm),
-        ("approval", bench_approval),
-        ("audit", bench_audit),
-        ("intake", bench_intake),
-        ("intake_batched", _bench_intake_batched),
-        ("memory", bench_memory),
-    ):
+    parts = {
+        "storm": bench_storm,
+        "approval": bench_approval,
+        "audit": bench_audit,
+        "intake": bench_intake,
+        "intake_batched": _bench_intake_batched,
+        "memory": bench_memory,
+    }
+    only = getattr(args, "only", None)
+    wanted = [p.strip() for p in only.split(",")] if only else list(parts)
+    unknown = [p for p in wanted if p not in parts]
+    if unknown:
+        sys.stderr.write(f"bench: unknown parts {unknown}; known: {', '.join(parts)}\n")
+        return 2
+    for name, fn in ((n, parts[n]) for n in wanted):
         sys.stderr.write(f"bench: {name} ...\n")
         result.update(fn())
     text = json.dumps(result, indent=2)

@@ -32,6 +32,12 @@ def add_commands(subparsers: Any) -> None:
     p.add_argument("--seed", type=int, default=7)
     p.add_argument("--mdrp-days", type=int, default=0, help="also compare dispatchers on N full MDRP days")
     p.add_argument("--skip-exact", action="store_true", help="skip the MILP optimum (no gap figure)")
+    p.add_argument(
+        "--only",
+        default=None,
+        metavar="PARTS",
+        help="bench all: comma-separated parts (storm,approval,audit,intake,intake_batched,memory)",
+    )
     p.set_defaults(func=run_bench)
 
 
