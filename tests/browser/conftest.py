@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import threading
@@ -61,12 +62,14 @@ class LiveServer:
 
 
 def save_shot(page: Any, name: str) -> Path:
-    """A screenshot as a test artifact, copied to docs/ for the README."""
+    """A screenshot as a test artifact (test-artifacts/, ignored by git). With ORDERAGENT_UPDATE_SCREENSHOTS=1
+    it is also copied to docs/screenshots/ for the README, so a plain test run leaves the tree clean."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     path = ARTIFACTS / f"{name}.png"
     page.screenshot(path=str(path), full_page=True)
-    DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
-    shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
+    if os.environ.get("ORDERAGENT_UPDATE_SCREENSHOTS") == "1":
+        DOCS_SHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(path, DOCS_SHOTS / f"{name}.png")
     return path
 
 

@@ -169,6 +169,38 @@ def test_plan_reassignment_reports_why_orders_stay_unassigned(world: Engine) -> 
     assert out["ok"] is False and out["error"] == "invalid_arguments"
 
 
+def test_plan_reassignment_starts_a_busy_rider_after_its_bag(world: Engine) -> None:
+    # r1 sits at the store but carries a bag for a drop-off 8 km away: it is not free now
+    with Session(world) as s:
+        bag = Order(
+            id="o7",
+            customer_id="c1",
+            store_id="s1",
+            x=300,
+            y=8000,
+            zone="z1",
+            status=OrderStatus.picked_up,
+            placed_at=at(40),
+            ready_at=at(55),
+            promised_at=at(80),
+            rider_id="r1",
+            value_cents=2500,
+        )
+        s.add(bag)
+        rider = s.get(Rider, "r1")
+        assert rider is not None
+        rider.status = RiderStatus.busy
+        s.add(rider)
+        s.commit()
+    out = call(world, "plan_reassignment", {"order_ids": ["o1"], "rider_ids": ["r1"]})
+    [a] = out["assignments"]
+    # 8 km out at 320 m/min is 25 min, then ~25 min back to the store: no pickup within 45 minutes
+    assert a["rider_id"] == "r1" and a["pickup_in_minutes"] >= 45
+    # with r2 free 5 km away (16 min), the solver prefers it
+    out = call(world, "plan_reassignment", {"order_ids": ["o1"], "rider_ids": ["r1", "r2"]})
+    assert out["assignments"][0]["rider_id"] == "r2"
+
+
 def test_plan_reassignment_by_zone(world: Engine) -> None:
     out = call(world, "plan_reassignment", {"zone": "z1", "exact_time_limit_s": 0})
     assert {a["order_id"] for a in out["assignments"]} | {u["order_id"] for u in out["unassigned"]} == {

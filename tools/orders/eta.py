@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import math
 from collections import defaultdict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -158,12 +159,7 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
         ).where(col(Order.status).in_([s.value for s in ACTIVE]))
     ).all()
 
-    def leg(ax: float, ay: float, bx: float, by: float) -> float:
-        d = math.hypot(ax - bx, ay - by)
-        if d == 0:
-            return 0.0
-        f = min(weather.at(ax, ay), weather.at(bx, by))
-        return float(math.ceil(d / (mpm * f) - 1e-9))
+    leg = _legs(weather, mpm)
 
     promised: dict[str, float] = {}
     by_rider: dict[str, list[tuple]] = defaultdict(list)
@@ -188,28 +184,7 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
     result: dict[str, tuple[str | None, str, float | None, float]] = {}
     free_at: dict[str, tuple[float, float, float]] = {}  # rider -> (minute free, x, y)
     for rid, items in by_rider.items():
-        rider = riders[rid]
-        t, x, y = 0.0, rider.x, rider.y
-        bag = sorted((i for i in items if i[1] == OrderStatus.picked_up), key=lambda i: (i[8], i[0]))
-        for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in bag:
-            t += leg(x, y, ox, oy) + dropoff_s
-            x, y = ox, oy
-            result[oid] = (rid, "in_bag", None, t)
-        pending: dict[str, list[tuple]] = defaultdict(list)
-        for i in items:
-            if i[1] == OrderStatus.assigned:
-                pending[i[2]].append(i)
-        for _sid, group in sorted(pending.items(), key=lambda kv: (min(i[7] for i in kv[1]), kv[0])):
-            sx, sy = group[0][3], group[0][4]
-            t += leg(x, y, sx, sy)
-            t = max(t, max(i[7] for i in group)) + pickup_s
-            pick = t
-            x, y = sx, sy
-            for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in sorted(group, key=lambda i: (i[8], i[0])):
-                t += leg(x, y, ox, oy) + dropoff_s
-                x, y = ox, oy
-                result[oid] = (rid, "assigned", pick, t)
-        free_at[rid] = (t, x, y)
+        free_at[rid] = _walk_route(riders[rid], items, leg, pickup_s, dropoff_s, result)
 
     _dispatch_rest(
         tasks=tasks,
@@ -239,6 +214,104 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
             minutes_late=round(late, 2),
         )
     return out
+
+
+def _legs(weather: _Weather, mpm: float) -> Callable[[float, float, float, float], float]:
+    """Travel minutes of one leg: the MDRP rule, slowed by the slowest weather disc at either end."""
+
+    def leg(ax: float, ay: float, bx: float, by: float) -> float:
+        d = math.hypot(ax - bx, ay - by)
+        if d == 0:
+            return 0.0
+        f = min(weather.at(ax, ay), weather.at(bx, by))
+        return float(math.ceil(d / (mpm * f) - 1e-9))
+
+    return leg
+
+
+def _walk_route(
+    rider: Rider,
+    items: list[tuple],
+    leg: Callable[[float, float, float, float], float],
+    pickup_s: float,
+    dropoff_s: float,
+    result: dict[str, tuple[str | None, str, float | None, float]],
+) -> tuple[float, float, float]:
+    """A working rider's route over its orders ``(id, status, store, sx, sy, ox, oy, ready, promised)``:
+    the bag first (earliest promise first), then store by store (earliest ready first). Fills
+    ``result`` per order; returns (minutes from now the route ends, x, y there)."""
+    rid = rider.id
+    t, x, y = 0.0, rider.x, rider.y
+    bag = sorted((i for i in items if i[1] == OrderStatus.picked_up), key=lambda i: (i[8], i[0]))
+    for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in bag:
+        t += leg(x, y, ox, oy) + dropoff_s
+        x, y = ox, oy
+        result[oid] = (rid, "in_bag", None, t)
+    pending: dict[str, list[tuple]] = defaultdict(list)
+    for i in items:
+        if i[1] == OrderStatus.assigned:
+            pending[i[2]].append(i)
+    for _sid, group in sorted(pending.items(), key=lambda kv: (min(i[7] for i in kv[1]), kv[0])):
+        sx, sy = group[0][3], group[0][4]
+        t += leg(x, y, sx, sy)
+        t = max(t, max(i[7] for i in group)) + pickup_s
+        pick = t
+        x, y = sx, sy
+        for oid, _st, _sid, _sx, _sy, ox, oy, _ready, _prom in sorted(group, key=lambda i: (i[8], i[0])):
+            t += leg(x, y, ox, oy) + dropoff_s
+            x, y = ox, oy
+            result[oid] = (rid, "assigned", pick, t)
+    return t, x, y
+
+
+def route_ends(
+    *, session: Session, riders: list[Rider], now: datetime, exclude: frozenset[str] = frozenset()
+) -> dict[str, tuple[float, float, float]]:
+    """Where and when (minutes from now) each rider's current route ends: the orders it carries or is
+    assigned, except ``exclude`` (orders being re-planned), walked as predict_dropoffs walks them.
+    Riders holding no order are left out."""
+    now = aware(now)
+    if not riders:
+        return {}
+    world = get_world(session=session)
+    weather = _Weather(
+        list(session.exec(select(Weather).where(col(Weather.starts_at) <= now, col(Weather.ends_at) > now)))
+    )
+    leg = _legs(weather, world.meters_per_minute)
+    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.exec(select(Store))}
+    by_id = {r.id: r for r in riders}
+    rows = session.exec(  # type: ignore[call-overload]
+        sa_select(
+            col(Order.id),
+            col(Order.status),
+            col(Order.store_id),
+            col(Order.x),
+            col(Order.y),
+            col(Order.rider_id),
+            col(Order.ready_at),
+            col(Order.promised_at),
+        ).where(
+            col(Order.status).in_([OrderStatus.assigned.value, OrderStatus.picked_up.value]),
+            col(Order.rider_id).in_(list(by_id)),
+        )
+    ).all()
+    items: dict[str, list[tuple]] = defaultdict(list)
+    for oid, status, store_id, ox, oy, rider_id, ready_at, promised_at in rows:
+        if oid in exclude:
+            continue
+        sx, sy, delay = stores[store_id]
+        ready = (aware(ready_at) - now).total_seconds() / 60.0
+        if ready > 0 and delay:
+            ready += delay
+        promised = (aware(promised_at) - now).total_seconds() / 60.0
+        items[rider_id].append((oid, OrderStatus(status), store_id, sx, sy, ox, oy, ready, promised))
+    scratch: dict[str, tuple[str | None, str, float | None, float]] = {}
+    return {
+        rid: _walk_route(
+            by_id[rid], its, leg, float(world.pickup_service_minutes), float(world.dropoff_service_minutes), scratch
+        )
+        for rid, its in items.items()
+    }
 
 
 def _dispatch_rest(

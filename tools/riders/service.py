@@ -78,13 +78,20 @@ def order_job(order: Order, store: Store, world: WorldInfo) -> OrderJob:
     )
 
 
-def rider_state(rider: Rider, load: int, world: WorldInfo, now: datetime) -> RiderState:
+def rider_state(
+    rider: Rider, load: int, world: WorldInfo, now: datetime, route_end: tuple[float, float, float] | None = None
+) -> RiderState:
+    """The solver's view of a rider: it starts new work where and when its current route ends
+    (``route_end``: minutes from now, x, y; see tools.orders.eta.route_ends), else where it is now."""
     now_min = world.minute(now)
     free = world.minute(rider.free_at) if rider.free_at is not None and load > 0 else now_min
+    x, y = rider.x, rider.y
+    if route_end is not None:
+        free, x, y = max(free, now_min + route_end[0]), route_end[1], route_end[2]
     return RiderState(
         id=rider.id,
-        x=rider.x,
-        y=rider.y,
+        x=x,
+        y=y,
         free_at=max(free, now_min),
         shift_end=world.minute(rider.shift_end),
         capacity=rider.capacity,
@@ -98,7 +105,9 @@ def solver_input(
 ) -> tuple[list[OrderJob], list[RiderState], SolverParams]:
     """The solver's orders, riders and parameters for these rows (weather and world constants applied).
 
-    Orders being re-planned no longer weigh on the rider they are assigned to now."""
+    Orders being re-planned no longer weigh on the rider they are assigned to now; a rider carrying
+    or assigned other orders starts where and when it has delivered them."""
+    from tools.orders.eta import route_ends
     from tools.service import get_store, get_world
 
     world = get_world(session=session)
@@ -108,7 +117,8 @@ def solver_input(
             loads[o.rider_id] -= 1
     stores = {o.store_id: get_store(session=session, store_id=o.store_id) for o in orders}
     jobs = [order_job(o, stores[o.store_id], world) for o in orders]
-    states = [rider_state(r, loads.get(r.id, 0), world, now) for r in riders]
+    ends = route_ends(session=session, riders=riders, now=now, exclude=frozenset(o.id for o in orders))
+    states = [rider_state(r, loads.get(r.id, 0), world, now, ends.get(r.id)) for r in riders]
     pts = [(s.x, s.y) for s in stores.values()] + [(o.x, o.y) for o in orders]
     params = SolverParams(
         now=world.minute(now),
