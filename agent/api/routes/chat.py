@@ -1,4 +1,7 @@
-"""Dispatcher chat: one conversation per thread, answers streamed as server-sent events."""
+"""Dispatcher chat: one conversation per thread, answers streamed as server-sent events.
+
+A thread belongs to whoever wrote its first message: only they post to it; supervisors and admins may
+read it (a chat can matter in a review); another dispatcher gets 404, as if the thread did not exist."""
 
 from __future__ import annotations
 
@@ -6,13 +9,13 @@ import json
 from collections.abc import Iterator
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request
+from fastapi import APIRouter, HTTPException, Path, Request
 from fastapi.responses import StreamingResponse
-from sqlmodel import Session
+from sqlmodel import Session, col, select
 
 from agent.api import service
 from agent.api.deps import DispatcherDep, EngineDep, SessionDep
-from agent.api.models import ChatIn, ChatMessagePublic
+from agent.api.models import ChatIn, ChatMessage, ChatMessagePublic, Principal, Role
 from agent.chat import ChatEngine, ChatTurn
 
 router = APIRouter(prefix="/chat", tags=["chat"])
@@ -20,13 +23,34 @@ router = APIRouter(prefix="/chat", tags=["chat"])
 ThreadId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 
 
+def thread_owner(session: Session, thread_id: str) -> str | None:
+    """The author of the thread's first message, or None for a new thread."""
+    stmt = (
+        select(ChatMessage.actor_id)
+        .where(ChatMessage.thread_id == thread_id, ChatMessage.role == "user")
+        .order_by(col(ChatMessage.id))
+        .limit(1)
+    )
+    return session.exec(stmt).first()
+
+
+def check_access(session: Session, thread_id: str, principal: Principal, *, write: bool) -> None:
+    owner = thread_owner(session, thread_id)
+    if owner is None or owner == principal.name:
+        return
+    if not write and principal.role in (Role.supervisor, Role.admin):
+        return
+    raise HTTPException(status_code=404, detail="no such chat thread")
+
+
 def sse(event: str, data: object) -> str:
     return f"event: {event}\ndata: {json.dumps(data, default=str)}\n\n"
 
 
 @router.get("/{thread_id}", response_model=list[ChatMessagePublic])
-def get_thread(thread_id: ThreadId, session: SessionDep, _: DispatcherDep) -> list[ChatMessagePublic]:
-    """The thread's messages, oldest first."""
+def get_thread(thread_id: ThreadId, session: SessionDep, principal: DispatcherDep) -> list[ChatMessagePublic]:
+    """The thread's messages, oldest first (its owner, or a supervisor reading it)."""
+    check_access(session, thread_id, principal, write=False)
     return [
         ChatMessagePublic.model_validate(m, from_attributes=True)
         for m in service.list_chat_messages(session=session, thread_id=thread_id)
@@ -36,7 +60,10 @@ def get_thread(thread_id: ThreadId, session: SessionDep, _: DispatcherDep) -> li
 @router.post(
     "/{thread_id}",
     response_class=StreamingResponse,
-    responses={200: {"content": {"text/event-stream": {}}, "description": "delta events, then done"}},
+    responses={
+        200: {"content": {"text/event-stream": {}}, "description": "delta events, then done"},
+        404: {"description": "the thread belongs to someone else"},
+    },
 )
 def post_message(
     thread_id: ThreadId, body: ChatIn, request: Request, engine: EngineDep, principal: DispatcherDep
@@ -44,6 +71,7 @@ def post_message(
     """Ask the agent; the answer streams as `delta` events ({"text": ...}) and ends with `done`."""
     worker = request.app.state.worker
     with Session(engine, expire_on_commit=False) as session:
+        check_access(session, thread_id, principal, write=True)
         history = [
             ChatTurn(role=m.role, content=m.content)
             for m in service.list_chat_messages(session=session, thread_id=thread_id, limit=40)

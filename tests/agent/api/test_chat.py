@@ -122,3 +122,29 @@ def test_llm_mode_converses_with_read_tools_only(api: Api) -> None:
         fake.push(http_error(500))
         answer = "".join(chat.answer("status of order O2"))
         assert "Order O2 is assigned" in answer and "language model is unavailable" in answer
+
+
+def test_a_thread_belongs_to_the_dispatcher_who_started_it(api: Api) -> None:
+    from agent.api.models import Role
+    from agent.api.service import create_token
+    from tools.db import session_scope
+
+    with session_scope(api.engine) as s:
+        _, other = create_token(session=s, name="other-dispatcher", role=Role.dispatcher)
+    api.tokens["other"] = other
+    ask(api, "status of order O2", thread="t-own")
+    # another dispatcher neither reads nor writes it, and cannot tell it exists
+    assert api.client.get("/chat/t-own", headers=api.h("other")).status_code == 404
+    resp = api.client.post("/chat/t-own", json={"message": "status of order O1"}, headers=api.h("other"))
+    assert resp.status_code == 404
+    # a supervisor may read it for a review, but not speak in it
+    seen = api.client.get("/chat/t-own", headers=api.h("supervisor"))
+    assert seen.status_code == 200 and [m["actor_id"] for m in seen.json()][:1] == ["test-dispatcher"]
+    resp = api.client.post("/chat/t-own", json={"message": "hello"}, headers=api.h("supervisor"))
+    assert resp.status_code == 404
+    # the owner goes on; the other dispatcher has threads of its own
+    assert ask(api, "status of order O1", thread="t-own")[1][-1] == "done"
+    assert ask(api, "status of order O1", thread="t-other", role="other")[1][-1] == "done"
+    with Session(api.engine) as s:
+        rows = list(s.exec(select(ChatMessage).where(ChatMessage.thread_id == "t-own")))
+    assert {r.actor_id for r in rows if r.role == "user"} == {"test-dispatcher"}

@@ -24,8 +24,8 @@ TABLE = [
     ("GET", "/world", None, READERS, 200),
     ("GET", "/world/orders/O1", None, READERS, 200),
     ("GET", "/feed?max_events=1", None, READERS, 200),
-    ("GET", "/chat/thread-1", None, {"dispatcher", "supervisor", "admin"}, 200),
-    ("POST", "/chat/thread-1", {"message": "help"}, {"dispatcher", "supervisor", "admin"}, 200),
+    ("GET", "/chat/thread-{role}", None, {"dispatcher", "supervisor", "admin"}, 200),
+    ("POST", "/chat/thread-{role}", {"message": "help"}, {"dispatcher", "supervisor", "admin"}, 200),
     ("GET", "/audit/records", None, {"auditor", "supervisor", "admin"}, 200),
     ("GET", "/audit/verify", None, {"auditor", "supervisor", "admin"}, 200),
     ("POST", "/events", "event", {"integration", "admin"}, 202),
@@ -39,14 +39,15 @@ def test_route_role_table(api: Api) -> None:
     failures = []
     for method, path, body, allowed, ok_status in TABLE:
         for role in sorted(ALL):
-            url = path.replace("{rid}", rids[role])
+            url = path.replace("{rid}", rids[role]).replace("{role}", role)  # a chat thread is its author's
             payload = event_body(f"ev-{role}") if body == "event" else body
             resp = api.client.request(method, url, json=payload, headers=api.h(role))
             expected = ok_status if role in allowed else 403
             if resp.status_code != expected:
                 failures.append(f"{method} {url} as {role}: {resp.status_code} != {expected}: {resp.text[:120]}")
         for headers in ({}, {"Authorization": "Bearer oa_not-a-real-token"}, {"Authorization": "Basic abc"}):
-            resp = api.client.request(method, path.replace("{rid}", rids["admin"]), json=body, headers=headers)
+            url = path.replace("{rid}", rids["admin"]).replace("{role}", "admin")
+            resp = api.client.request(method, url, json=body, headers=headers)
             if resp.status_code != 401:
                 failures.append(f"{method} {path} with {headers or 'no token'}: {resp.status_code} != 401")
     for path in PUBLIC:
