@@ -21,6 +21,7 @@ import sys
 import tempfile
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -372,7 +373,7 @@ def bench_memory() -> dict[str, Any]:
 def run(args: Any) -> int:
     """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
     result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
-    parts = {
+    parts: dict[str, Callable[[], dict[str, Any]]] = {
         "storm": bench_storm,
         "approval": bench_approval,
         "audit": bench_audit,
