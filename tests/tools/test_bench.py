@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
-from types import SimpleNamespace
 
 import pytest
 
@@ -60,16 +59,15 @@ def test_storm_problem_comes_from_the_world_generator() -> None:
     assert params.speed_factor < 1.0  # the storm's rain
 
 
-def test_on_time_bound_counts_orders_that_could_physically_make_the_target() -> None:
-    params = SimpleNamespace(meters_per_minute=100.0, pickup_service=4.0, dropoff_service=4.0, target=40.0)
-    rest = [SimpleNamespace(id="r", x=0.0, y=0.0)]
-    orders = [
-        # ready 20 + 2 + 10 min travel + 2 = 34 <= 40: possible
-        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=20.0),
-        # ready 30 + 2 + 10 + 2 = 44 > 40: late whatever the dispatcher does
-        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=30.0),
-        # exactly on the target counts as within it
-        SimpleNamespace(restaurant="r", x=1000.0, y=0.0, placement=0.0, ready=26.0),
-    ]
-    inst = SimpleNamespace(params=params, restaurants=rest, orders=orders)
-    assert bench.on_time_bound(inst) == round(2 / 3, 4)
+@pytest.mark.slow
+def test_mdrp_comparison_reports_on_time_counts_within_the_bound(mdrp_dir: Path, tmp_path: Path) -> None:
+    day = "0o100t75s2p100"  # the smallest full-size day
+    (tmp_path / day).symlink_to(mdrp_dir / day, target_is_directory=True)
+    res = bench.compare_dispatchers(tmp_path, days=1)
+    (row,) = res["days"]
+    assert row["instance"] == day and row["violations"] == 0
+    assert row["bound_on_time"] + row["bound_ready_too_late"] + row["bound_no_courier"] == row["orders"]
+    assert max(row["baseline_on_time"], row["solver_on_time"]) <= row["bound_on_time"]
+    assert row["baseline_at_bound"] == (row["baseline_on_time"] == row["bound_on_time"])
+    assert row["bound"] == round(row["bound_on_time"] / row["orders"], 4)
+    assert res["solver_wins"] + res["ties"] + res["losses"] == 1
