@@ -233,7 +233,7 @@ class ChatEngine:
             return f"I found no incident {incident_id!r}."
         text = (
             f"Incident {inc.id}: {inc.type.replace('_', ' ')} in zone {inc.zone or '-'}, {inc.status}; "
-            f"{len(inc.event_ids)} events, {len(inc.order_ids)} orders."
+            f"{inc.event_count} events, {len(inc.order_ids)} orders."
         )
         steps = (inc.plan or {}).get("steps") or []
         if steps:

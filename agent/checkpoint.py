@@ -42,6 +42,9 @@ def open_checkpointer(engine: Engine, stack: ExitStack) -> BaseCheckpointSaver:
         conn = sqlite3.connect(checkpoint_path_for(url), check_same_thread=False, timeout=30)
         stack.callback(conn.close)
         conn.execute("PRAGMA journal_mode=WAL")
+        # as for the main database (tools/db.py): in WAL mode NORMAL survives a process crash; FULL
+        # would fsync on every checkpoint, and the graph writes one per node
+        conn.execute("PRAGMA synchronous=NORMAL")
         saver = SqliteSaver(conn)
         saver.setup()
         return saver

@@ -33,3 +33,7 @@ class RunContext:
     after_commit: AfterCommit | None = None
     # called once the plan, verdicts, approval request and their audit records are committed
     on_assessed: Callable[[], None] | None = None
+    # what a node built for the next nodes of this same run, under its content digest (the validated
+    # plan and its dump): they need not read back and re-validate what was just written.
+    # A resumed run starts with it empty and reads the database, like a run after a crash.
+    handoff: dict[str, Any] = field(default_factory=dict)

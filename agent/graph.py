@@ -27,6 +27,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
+from sqlalchemy.orm import defer
 from sqlmodel import Session
 
 from agent.context import RunContext
@@ -46,8 +47,12 @@ Ctx = Runtime[RunContext]
 SHARED_CHECK_RISKS = frozenset({"notify", "money", "escalate", "read"})
 
 
+# the plan and verdicts of a storm are ~0.5 MB of JSON: a node loads them only when it reads them
+_LAZY_COLUMNS = (defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[arg-type]
+
+
 def _incident(session: Session, incident_id: str) -> Incident:
-    inc = session.get(Incident, incident_id)
+    inc = session.get(Incident, incident_id, options=_LAZY_COLUMNS)
     if inc is None:
         raise LookupError(f"incident {incident_id} does not exist")
     return inc
@@ -67,21 +72,34 @@ class PlanChanged(RuntimeError):
     reads its plan back only while it is the incident's current thread)."""
 
 
-def _plan(state: IncidentState, inc: Incident) -> Plan:
+def _plan(state: IncidentState, inc: Incident, rt: Ctx | None = None) -> Plan:
     """This thread's plan. The plan lives in the Incident row (persisted by ``plan``); the state keeps
     only its digest, so a checkpoint per node stays small instead of carrying ~300 KB for a storm's plan.
-    Checkpoints written before that change still carry the plan itself, and it is used as it is."""
+    Checkpoints written before that change still carry the plan itself, and it is used as it is.
+    Within the run that proposed it, the plan comes from the run's handoff (no re-validation)."""
     legacy = state.get("plan")
     if legacy:
         return Plan.model_validate(legacy)
+    sha = state.get("plan_sha")
+    if rt is not None and (handed := rt.context.handoff.get(f"plan:{sha}")) is not None:
+        return handed[0]  # type: ignore[no-any-return]
     stored = inc.plan or {}
-    if plan_digest(stored) != state.get("plan_sha"):
+    if plan_digest(stored) != sha:
         raise PlanChanged(f"incident {inc.id} no longer holds the plan of thread {state['incident_id']}")
     return Plan.model_validate(stored)
 
 
-def brief_of(inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
+def _plan_dump(state: IncidentState, inc: Incident, rt: Ctx) -> dict[str, Any]:
+    """The plan as persisted (``Plan.model_dump(mode="json")``): its step dumps are what approval rows
+    and audit records store. Call after ``_plan``, which checked the stored one is this thread's."""
+    handed = rt.context.handoff.get(f"plan:{state.get('plan_sha')}")
+    return handed[1] if handed is not None else (state.get("plan") or inc.plan or {})  # type: ignore[no-any-return]
+
+
+def brief_of(session: Session, inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
     """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders."""
+    from agent.incidents import incident_payloads
+
     return IncidentBrief(
         id=inc.id,
         type=inc.type,
@@ -92,7 +110,7 @@ def brief_of(inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
         rider_ids=list(inc.rider_ids),
         store_ids=list(inc.store_ids),
         customer_ids=list(inc.customer_ids),
-        payloads=list(inc.payloads),
+        payloads=incident_payloads(session=session, incident_id=inc.id),
         opened_at=inc.opened_at,
     )
 
@@ -140,7 +158,7 @@ def intake(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 "type": inc.type,
                 "family": inc.family,
                 "zone": inc.zone,
-                "events": len(inc.event_ids),
+                "events": inc.event_count,
                 "autonomy": autonomy,
             },
         )
@@ -153,7 +171,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
-        brief = brief_of(inc, state.get("focus_order_ids"))
+        brief = brief_of(s, inc, state.get("focus_order_ids"))
         snapshot = investigate(brief, read_caller(runtime, s, inc.id), now=_now(runtime))
         # orders the investigation found at risk in the incident's area join its scope
         scope = expand_scope(inc, snapshot)
@@ -176,6 +194,8 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
+        # the snapshot as stored (canonical key order), never the investigation's in-memory dict: a
+        # planner must plan from exactly the facts the audit keeps
         snapshot = load_snapshot(session=s, sha=state["snapshot_sha"]) or {}
         gathered: list[dict[str, Any]] = []
         pctx = PlanContext(
@@ -186,7 +206,7 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             tool_names={n: t.writes for n, t in rc.tools.items()},
             gathered=gathered,
         )
-        plan = rc.planner.plan(brief_of(inc, state.get("focus_order_ids")), snapshot, pctx)
+        plan = rc.planner.plan(brief_of(s, inc, state.get("focus_order_ids")), snapshot, pctx)
         dumped = plan.model_dump(mode="json")
         inc.plan = dumped
         inc.planner = plan.planner
@@ -204,7 +224,9 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             explanation=_explanations(plan),
             attributes={"llm_tool_calls": len(gathered)} if gathered else None,
         )
-    return {"plan_sha": plan_digest(dumped), "step_status": dict(inc.step_status)}
+    sha = plan_digest(dumped)
+    rc.handoff[f"plan:{sha}"] = (plan, dumped)
+    return {"plan_sha": sha, "step_status": dict(inc.step_status)}
 
 
 def _explanations(plan: Plan) -> dict[str, Any] | None:
@@ -214,7 +236,7 @@ def _explanations(plan: Plan) -> dict[str, Any] | None:
 
 def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     """Assess every step (validation + policy); queue the needs-approval ones as ONE request."""
-    from guardrails.policy import assess_plan, load_policy
+    from guardrails.policy import assess_plan, load_policy, step_subjects
     from guardrails.service import create_approval_request, list_requests
     from guardrails.validation import build_assess_context, schema_errors
     from guardrails.verdict import Decision, Verdict
@@ -225,7 +247,9 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     now = _now(runtime)
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
-        plan = _plan(state, inc)
+        plan = _plan(state, inc, runtime)
+        # what each step names, read once from its arguments for the facts and the verdicts
+        subjects = {st.index: step_subjects(st.args) for st in plan.steps}
         # one batch of facts for the whole plan (the same checks validate_live makes per step)
         actx = build_assess_context(
             session=s,
@@ -234,8 +258,9 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             now=now,
             spent_cents=0,
             autonomy=autonomy,  # type: ignore[arg-type]
+            subjects=subjects,
         )
-        verdicts: dict[int, Verdict] = assess_plan(plan.steps, actx, policy)
+        verdicts: dict[int, Verdict] = assess_plan(plan.steps, actx, policy, subjects)
         for step in plan.steps:
             bad = schema_errors(step.tool, step.args)
             if bad:
@@ -252,6 +277,8 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             else:
                 status[str(step.index)] = StepStatus.approved.value
         asking = [st for st in plan.steps if status[str(st.index)] == StepStatus.pending_approval.value]
+        dumped = {str(i): v.model_dump(mode="json") for i, v in verdicts.items()}
+        step_dumps = {d["index"]: d for d in _plan_dump(state, inc, runtime).get("steps", [])}
         request_id = None
         if asking:
             # idempotent: a re-run of this node after a crash finds the request it already made
@@ -272,9 +299,10 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                     now=now,
                     ttl_s=rc.settings.approval_ttl_s,
                     incident_order_ids=list(inc.order_ids),
+                    step_dumps=step_dumps,
+                    verdict_dumps={st.index: dumped[str(st.index)] for st in asking},
                 )
                 request_id = req.id
-        dumped = {str(i): v.model_dump(mode="json") for i, v in verdicts.items()}
         inc.verdicts = dumped
         inc.step_status = {**inc.step_status, **status}
         inc.request_id = request_id
@@ -297,7 +325,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 incident=inc,
                 plan=plan,
                 policy_version=policy.version,
-                steps=[st.model_dump(mode="json") for st in asking],
+                steps=[step_dumps[st.index] for st in asking],
                 result={"request_id": request_id, "steps": [st.index for st in asking]},
             )
     if rc.on_assessed is not None:
@@ -424,7 +452,7 @@ def _run_steps(
 
 def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     with Session(runtime.context.engine) as s:
-        plan = _plan(state, _incident(s, state["incident_id"]))
+        plan = _plan(state, _incident(s, state["incident_id"]), runtime)
     status = state.get("step_status", {})
     if state.get("autonomy") == "shadow":
         with session_scope(runtime.context.engine) as s:
@@ -521,7 +549,7 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rid = state["request_id"]
     assert rid is not None
     with Session(rc.engine) as s:
-        plan = _plan(state, _incident(s, state["incident_id"]))
+        plan = _plan(state, _incident(s, state["incident_id"]), runtime)
         approved = {st.index: st for st in approved_steps(session=s, request_id=rid)}
         rows = {r.step_index: r for r in s.exec(select(ApprovalStep).where(ApprovalStep.request_id == rid))}
         decisions = list(s.exec(select(ApprovalDecision).where(ApprovalDecision.request_id == rid)))
@@ -572,7 +600,7 @@ def report(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     counts = _count(status)
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
-        plan = _plan(state, inc)
+        plan = _plan(state, inc, runtime)
         escalated = any(
             st.tool == "escalate_incident" and status.get(str(st.index)) == StepStatus.executed.value
             for st in plan.steps

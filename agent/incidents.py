@@ -24,8 +24,10 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import insert
+from sqlalchemy import bindparam, insert, update
+from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
 from agent.models import OPEN_STATUSES, Incident, IncidentEvent, IncidentStatus
@@ -89,13 +91,8 @@ def _ingest(
     session: Session, events: Sequence[ExceptionEvent], now: datetime, window_s: int, *, one_by_one: bool
 ) -> list[IngestResult]:
     ids = [e.id for e in events]
-    known = {
-        row.event_id: row.incident_id
-        for row in session.exec(select(IncidentEvent).where(col(IncidentEvent.event_id).in_(ids)))
-    }
-    open_incidents = list(
-        session.exec(select(Incident).where(col(Incident.status).in_([s.value for s in OPEN_STATUSES])))
-    )
+    known: dict[str, str] = dict(session.execute(_KNOWN_EVENTS, {"ids": ids}).all())  # type: ignore[arg-type]
+    open_incidents = list(session.scalars(_OPEN_INCIDENTS))
     by_order: dict[str, Incident] = {}
     for inc in open_incidents:
         for oid in inc.order_ids:
@@ -115,9 +112,11 @@ def _ingest(
             new = incident is None
             if incident is None:
                 incident = _open(event, now)
+            acc = absorbed.get(incident.id)
             values: dict[str, Any] = {
                 "event_id": event.id,
                 "incident_id": incident.id,
+                "seq": acc.count if acc is not None else incident.event_count,
                 "type": event.type.value,
                 "received_at": now,
                 "occurred_at": event.occurred_at,
@@ -144,21 +143,42 @@ def _ingest(
                 batch.append(values)
             if new:
                 open_incidents.append(incident)
-            acc = absorbed.get(incident.id)
             if acc is None:
-                acc = absorbed[incident.id] = _Absorbed(incident)
+                acc = absorbed[incident.id] = _Absorbed(incident, new=new)
             acc.add(event)
             for oid in event.order_ids:
                 by_order.setdefault(oid, incident)
             known[event.id] = incident.id
             results.append(IngestResult(event.id, incident.id, duplicate=False, new_incident=new))
     for acc in absorbed.values():
-        acc.write(now)
-        session.add(acc.incident)
+        if acc.new:
+            acc.write(now)
+            session.add(acc.incident)
+        else:
+            # one UPDATE of what changed, not an ORM flush of the whole object; the in-memory object,
+            # whose last_event_at the batch moved, leaves the session so nothing writes it twice
+            session.execute(
+                update(Incident.__table__).where(Incident.__table__.c.id == acc.incident.id),  # type: ignore[attr-defined]
+                acc.changes(now),
+            )
+            session.expunge(acc.incident)
     session.flush()
     if batch:
-        session.execute(insert(IncidentEvent), batch)
+        session.execute(insert(IncidentEvent.__table__), batch)  # type: ignore[attr-defined]
     return results
+
+
+# Intake's statements, built once: an event posted on its own costs one small transaction, and
+# building these each time was a fifth of it.
+_KNOWN_EVENTS = sa_select(col(IncidentEvent.event_id), col(IncidentEvent.incident_id)).where(
+    col(IncidentEvent.event_id).in_(bindparam("ids", expanding=True))
+)
+# correlation reads the incidents' subjects, never their plans and verdicts (a storm's are ~0.5 MB)
+_OPEN_INCIDENTS = (
+    sa_select(Incident)
+    .where(col(Incident.status).in_([s.value for s in OPEN_STATUSES]))
+    .options(defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[arg-type]
+)
 
 
 def _match(
@@ -192,20 +212,21 @@ def _open(event: ExceptionEvent, now: datetime) -> Incident:
     )
 
 
-class _Absorbed:
-    """An incident's lists with the events absorbed so far (first-seen order, no duplicates)."""
+_SUBJECT_LISTS = ("order_ids", "rider_ids", "store_ids", "customer_ids")
 
-    def __init__(self, incident: Incident) -> None:
+
+class _Absorbed:
+    """An incident's subject lists with the events absorbed so far (first-seen order, no duplicates)."""
+
+    def __init__(self, incident: Incident, *, new: bool) -> None:
         self.incident = incident
-        self.event_ids = list(incident.event_ids)
-        self.payloads = list(incident.payloads)
-        self.lists = {
-            name: (list(getattr(incident, name)), set(getattr(incident, name)))
-            for name in ("order_ids", "rider_ids", "store_ids", "customer_ids")
-        }
+        self.new = new  # opened by this batch (inserted), or already stored (updated)
+        self.count = incident.event_count
+        self.lists = {name: (list(getattr(incident, name)), set(getattr(incident, name))) for name in _SUBJECT_LISTS}
+        self.grown: set[str] = set()
 
     def add(self, event: ExceptionEvent) -> None:
-        self.event_ids.append(event.id)
+        self.count += 1
         for name, new in (
             ("order_ids", event.order_ids),
             ("rider_ids", event.rider_ids),
@@ -217,22 +238,52 @@ class _Absorbed:
                 if x not in seen:
                     seen.add(x)
                     items.append(x)
-        if event.payload:
-            self.payloads.append({"event_id": event.id, "type": event.type.value, **event.payload})
+                    self.grown.add(name)
         # the correlation window of the next event runs from here: kept current on the incident
         if aware(event.occurred_at) > aware(self.incident.last_event_at):
             self.incident.last_event_at = event.occurred_at
 
+    def changes(self, now: datetime) -> dict[str, Any]:
+        """The columns of a stored incident this batch changed."""
+        out: dict[str, Any] = {name: self.lists[name][0] for name in self.grown}
+        out.update(event_count=self.count, last_event_at=self.incident.last_event_at, updated_at=now)
+        return out
+
     def write(self, now: datetime) -> None:
         # JSON columns only persist on reassignment: every list is assigned anew
         inc = self.incident
-        inc.event_ids = self.event_ids
+        inc.event_count = self.count
         inc.order_ids = self.lists["order_ids"][0]
         inc.rider_ids = self.lists["rider_ids"][0]
         inc.store_ids = self.lists["store_ids"][0]
         inc.customer_ids = self.lists["customer_ids"][0]
-        inc.payloads = self.payloads
         inc.updated_at = now
+
+
+def incident_event_ids(*, session: Session, incident_id: str) -> list[str]:
+    """The incident's event ids in the order they joined it."""
+    return list(
+        session.exec(
+            select(IncidentEvent.event_id)
+            .where(IncidentEvent.incident_id == incident_id)
+            .order_by(col(IncidentEvent.seq), col(IncidentEvent.event_id))
+        )
+    )
+
+
+def incident_payloads(*, session: Session, incident_id: str) -> list[dict[str, Any]]:
+    """The payloads of the incident's events in the order they joined it, each with its event's id
+    and type (what planners and the investigation read: a rider's last position, a complaint's text)."""
+    rows = session.exec(  # type: ignore[call-overload]
+        sa_select(col(IncidentEvent.event_id), col(IncidentEvent.type), col(IncidentEvent.event))
+        .where(col(IncidentEvent.incident_id) == incident_id)
+        .order_by(col(IncidentEvent.seq), col(IncidentEvent.event_id))
+    ).all()
+    return [
+        {"event_id": event_id, "type": type_, **payload}
+        for event_id, type_, event in rows
+        if (payload := (event or {}).get("payload"))
+    ]
 
 
 def get_incident(*, session: Session, incident_id: str) -> Incident | None:

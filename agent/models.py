@@ -49,12 +49,13 @@ class Incident(IncidentBase, table=True):
     opened_at: datetime = ts_column()
     updated_at: datetime = ts_column()
     last_event_at: datetime = ts_column()  # the correlation window runs from here
-    event_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
+    # the events themselves are IncidentEvent rows (ordered by ``seq``): a storm can bring thousands,
+    # and the row, read and rewritten by every intake and every node, keeps only their number
+    event_count: int = 0
     order_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     rider_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     store_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     customer_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
-    payloads: list[dict[str, Any]] = Field(default_factory=list, sa_column=Column(JSON))
     # the latest plan, its verdicts and each step's status: what the service shows
     plan: dict[str, Any] | None = Field(default=None, sa_column=Column(JSON))
     verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
@@ -68,7 +69,7 @@ class IncidentPublic(IncidentBase):
     thread_id: str
     opened_at: datetime
     updated_at: datetime
-    event_ids: list[str]
+    event_count: int
     order_ids: list[str]
     plan: dict[str, Any] | None
     verdicts: dict[str, Any]
@@ -81,6 +82,7 @@ class IncidentEvent(SQLModel, table=True):
 
     event_id: str = Field(primary_key=True, max_length=128)
     incident_id: str = Field(index=True)
+    seq: int = 0  # its position among the incident's events (0 = the one that opened it)
     type: str
     received_at: datetime = ts_column()
     occurred_at: datetime = ts_column()

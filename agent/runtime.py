@@ -38,7 +38,7 @@ from agent.checkpoint import open_checkpointer
 from agent.context import RunContext
 from agent.execute import AfterCommit, list_executed
 from agent.graph import compile_graph
-from agent.incidents import IngestResult, ingest_events
+from agent.incidents import IngestResult, incident_event_ids, ingest_events
 from agent.models import Incident, IncidentStatus
 from agent.planners.base import Planner
 from agent.records import record
@@ -340,7 +340,8 @@ class AgentRuntime:
                 "status": out.status,
                 "opened_at": _iso(inc.opened_at),
                 "updated_at": _iso(inc.updated_at),
-                "event_ids": list(inc.event_ids),
+                "event_count": inc.event_count,
+                "event_ids": incident_event_ids(session=s, incident_id=inc.id),
                 "order_ids": list(inc.order_ids),
                 "planner": inc.planner,
                 "autonomy": inc.autonomy,

@@ -42,11 +42,18 @@ class Settings(BaseSettings):
     autonomy_overrides: dict[str, Autonomy] = {}
     approval_ttl_s: int = 900
     correlation_window_s: int = 600
+    # The service runs an incident once its events pause this long (more events of a storm join it
+    # first instead of each starting a run), and at the latest this long after the first one.
+    intake_debounce_ms: int = 200
+    intake_max_wait_ms: int = 1000
 
     # Service.
     host: str = "127.0.0.1"
     port: int = 8000
     max_body_bytes: int = 1_000_000
+    # a token authenticated lately is trusted this long without a database read (0: every request);
+    # a revocation reaches other processes within this time
+    auth_cache_s: float = 5.0
     secret_key: str = "changethis"
 
     log_json: bool = True

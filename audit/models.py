@@ -40,6 +40,13 @@ def json_text(value: Any) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
 
 
+class CanonicalText(str):
+    """A value already turned into its canonical text (``json_text``): bound as it is, so a record
+    hashed from that text is not serialised a second time to be stored."""
+
+    __slots__ = ()
+
+
 class CanonicalJSON(TypeDecorator[Any]):
     """JSON kept as canonical text: what is hashed is exactly what is stored."""
 
@@ -47,7 +54,7 @@ class CanonicalJSON(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Any) -> str:
-        return json_text(value)
+        return str.__str__(value) if isinstance(value, CanonicalText) else json_text(value)
 
     def process_result_value(self, value: Any, dialect: Any) -> Any:
         return None if value is None else orjson.loads(value)

@@ -7,7 +7,7 @@ that fired and its approval tier, and every verdict names the policy version it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -394,9 +394,15 @@ def _assess(
     return Verdict(decision=Decision.allow, policy_version=policy.version)
 
 
-def assess_plan(steps: list[PlanStep], ctx: AssessContext, policy: Policy | None = None) -> dict[int, Verdict]:
+def assess_plan(
+    steps: list[PlanStep],
+    ctx: AssessContext,
+    policy: Policy | None = None,
+    subjects: Mapping[int, StepSubjects] | None = None,
+) -> dict[int, Verdict]:
     """Assess steps in order. Money of each non-blocked step counts against the budget of the next,
-    and cancellations add up across the plan (six one-order cancel steps are a mass cancellation)."""
+    and cancellations add up across the plan (six one-order cancel steps are a mass cancellation).
+    ``subjects``: each step's ``step_subjects`` by step index, when the caller has them already."""
     policy = policy or load_policy()
     spent = ctx.incident_spent_cents
     out: dict[int, Verdict] = {}
@@ -409,12 +415,14 @@ def assess_plan(steps: list[PlanStep], ctx: AssessContext, policy: Policy | None
         if step_ctx.incident_spent_cents != spent:
             step_ctx = ctx.model_copy(update={"incident_spent_cents": spent})
         rule = policy.tool_rule(step.tool)
-        subj = step_subjects(step.args) if rule is not None and rule.risk != "read" else None
+        subj = None
+        if rule is not None and rule.risk != "read":
+            subj = subjects[step.index] if subjects is not None else step_subjects(step.args)
         verdict = _assess(step, step_ctx, policy, subj, in_scope)
         out[step.index] = verdict
         if verdict.decision != Decision.block and rule is not None:
             if subj is None:
-                subj = step_subjects(step.args)
+                subj = subjects[step.index] if subjects is not None else step_subjects(step.args)
             spent += _spend(rule, subj)
             if rule.risk == "cancel":
                 cancelled += [o for o in subj.order_ids if o not in cancelled]

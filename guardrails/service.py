@@ -9,6 +9,7 @@ from the request body. Functions do not commit: the caller's transaction does (`
 from __future__ import annotations
 
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -86,8 +87,12 @@ def create_approval_request(
     ttl_s: int,
     incident_order_ids: list[str] | None = None,
     explanation: dict[str, Any] | None = None,
+    step_dumps: Mapping[int, dict[str, Any]] | None = None,
+    verdict_dumps: Mapping[int, dict[str, Any]] | None = None,
 ) -> ApprovalRequest:
-    """Queue the steps whose verdict is needs_approval (blocked and allowed steps are not queued)."""
+    """Queue the steps whose verdict is needs_approval (blocked and allowed steps are not queued).
+    ``step_dumps`` / ``verdict_dumps``: ``model_dump(mode="json")`` of the steps and verdicts by step
+    index, when the caller has them already (a storm's plan is dumped once, not once per consumer)."""
     queued = [s for s in steps if s.index in verdicts and verdicts[s.index].decision == Decision.needs_approval]
     if not queued:
         raise InvalidDecision("no step needs approval", incident_id=incident_id)
@@ -125,8 +130,12 @@ def create_approval_request(
             "args": s.args,
             "args_hash": s.args_hash,
             "original_args": s.args,
-            "plan_step": s.model_dump(mode="json"),
-            "reasons": [r.model_dump(mode="json") for r in verdicts[s.index].reasons],
+            "plan_step": step_dumps[s.index] if step_dumps is not None else s.model_dump(mode="json"),
+            "reasons": (
+                verdict_dumps[s.index]["reasons"]
+                if verdict_dumps is not None
+                else [r.model_dump(mode="json") for r in verdicts[s.index].reasons]
+            ),
             "confidence": s.confidence,
             "explanation": s.explanation,
             "approvals_required": max(1, verdicts[s.index].approvals_required),

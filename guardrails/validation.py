@@ -8,6 +8,7 @@ rather than executed blindly.
 from __future__ import annotations
 
 import importlib
+from collections.abc import Mapping
 from datetime import datetime
 from typing import Any
 
@@ -19,7 +20,7 @@ from sqlmodel import Session, col, select
 
 from agent.plan import PlanStep
 from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
-from guardrails.policy import Policy, hard_blocks, load_policy, step_subjects
+from guardrails.policy import Policy, StepSubjects, hard_blocks, load_policy, step_subjects
 from guardrails.verdict import Reason
 from tools.base import Tool
 from tools.models import Compensation, Customer, Order, Rider, aware
@@ -74,15 +75,17 @@ def build_assess_context(
     spent_cents: int = 0,
     autonomy: Autonomy = "auto",
     with_customer_values: bool = True,
+    subjects: Mapping[int, StepSubjects] | None = None,
 ) -> AssessContext:
-    """Facts about every order and rider the incident and the steps touch."""
+    """Facts about every order and rider the incident and the steps touch (``subjects``: each step's
+    ``step_subjects`` by step index, when the caller has them already)."""
     # one query per table for every subject of every step; rows as columns, not ORM objects
     order_ids: list[str] = list(dict.fromkeys(incident_order_ids))
     rider_ids: list[str] = []
     seen_orders: set[str] = set(order_ids)
     seen_riders: set[str] = set()
     for step in step_list:
-        subj = step_subjects(step.args)
+        subj = subjects[step.index] if subjects is not None else step_subjects(step.args)
         for oid in subj.order_ids:
             if oid not in seen_orders:
                 seen_orders.add(oid)

@@ -6,14 +6,22 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+import orjson
 from sqlalchemy import event
 from sqlalchemy.engine import Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
 
+def json_dumps(value: object) -> str:
+    """JSON columns' serializer: orjson (several times the standard library's speed on a storm's
+    ~300 KB plan); keys that are not strings are written as strings, like ``json.dumps`` does."""
+    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+
+
 def make_engine(url: str) -> Engine:
-    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys."""
+    """Create an engine; SQLite gets WAL, a busy timeout and foreign keys. JSON columns use orjson."""
+    json_args = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         memory = path in ("", ":memory:")
@@ -23,6 +31,7 @@ def make_engine(url: str) -> Engine:
             url,
             connect_args={"check_same_thread": False, "timeout": 30},
             poolclass=StaticPool if memory else None,
+            **json_args,
         )
 
         @event.listens_for(engine, "connect")
@@ -49,7 +58,7 @@ def make_engine(url: str) -> Engine:
             conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
 
         return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_args)
 
 
 def init_db(engine: Engine) -> None:

@@ -14,6 +14,7 @@ from sqlalchemy.engine import Engine
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.metrics import Metrics
 from agent.api.routes import approvals, audit, chat, events, feed, health, incidents, me, web, world
+from agent.api.service import TokenCache
 from agent.api.worker import IncidentWorker
 from agent.settings import Settings, get_settings
 from tools.clock import Clock
@@ -58,6 +59,7 @@ def create_app(
     app.state.engine = engine
     app.state.metrics = metrics
     app.state.worker = worker
+    app.state.token_cache = TokenCache(ttl_s=settings.auth_cache_s)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (events, incidents, approvals, chat, feed, audit, world, me, health, web):
         app.include_router(module.router)

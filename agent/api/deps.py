@@ -9,29 +9,34 @@ Roles (admin may do everything):
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
+from fastapi.concurrency import run_in_threadpool
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
 from agent.api.metrics import Metrics
 from agent.api.models import Principal, Role
-from agent.api.service import authenticate_token
+from agent.api.service import TokenCache, authenticate_token, hash_token
 from agent.api.worker import IncidentWorker
 from agent.settings import Settings
 
 _bearer = HTTPBearer(auto_error=False, description="a token from `orderagent token create`")
 
 
-def get_settings_dep(request: Request) -> Settings:
-    return request.app.state.settings
+# Dependencies that do no I/O are ``async def``: FastAPI runs a plain ``def`` dependency on a worker
+# thread, and a hop per dependency cost more than the intake route's own work.
 
 
-def get_engine_dep(request: Request) -> Engine:
-    return request.app.state.engine
+async def get_settings_dep(request: Request) -> Settings:
+    return request.app.state.settings  # type: ignore[no-any-return]
+
+
+async def get_engine_dep(request: Request) -> Engine:
+    return request.app.state.engine  # type: ignore[no-any-return]
 
 
 def get_session(engine: Annotated[Engine, Depends(get_engine_dep)]) -> Iterator[Session]:
@@ -44,10 +49,20 @@ EngineDep = Annotated[Engine, Depends(get_engine_dep)]
 SessionDep = Annotated[Session, Depends(get_session)]
 
 
-def get_principal(
-    session: SessionDep,
+def _lookup_principal(engine: Engine, secret: str) -> Principal | None:
+    with Session(engine) as session:
+        token = authenticate_token(session=session, secret=secret)
+        if token is None or token.id is None:
+            return None
+        return Principal(token_id=token.id, name=token.name, role=token.role)
+
+
+async def get_principal(
+    request: Request,
     credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(_bearer)],
 ) -> Principal:
+    """The caller, from the bearer token: the token cache (agent.api.service.TokenCache) first, the
+    database (on a worker thread) when the token was not seen lately."""
     unauthorized = HTTPException(
         status_code=status.HTTP_401_UNAUTHORIZED,
         detail="missing or invalid bearer token",
@@ -55,19 +70,27 @@ def get_principal(
     )
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized
-    token = authenticate_token(session=session, secret=credentials.credentials)
-    if token is None or token.id is None:
+    secret = credentials.credentials
+    if not secret or len(secret) > 200:
         raise unauthorized
-    return Principal(token_id=token.id, name=token.name, role=token.role)
+    cache: TokenCache = request.app.state.token_cache
+    digest = hash_token(secret)
+    principal = cache.get(digest)
+    if principal is None:
+        principal = await run_in_threadpool(_lookup_principal, request.app.state.engine, secret)
+        if principal is None:
+            raise unauthorized
+        cache.put(digest, principal)
+    return principal  # type: ignore[no-any-return]
 
 
 CurrentUser = Annotated[Principal, Depends(get_principal)]
 
 
-def require_roles(*roles: Role) -> Callable[[Principal], Principal]:
+def require_roles(*roles: Role) -> Callable[[Principal], Awaitable[Principal]]:
     allowed = frozenset(roles) | {Role.admin}
 
-    def check(principal: CurrentUser) -> Principal:
+    async def check(principal: CurrentUser) -> Principal:
         if principal.role not in allowed:
             raise HTTPException(
                 status_code=status.HTTP_403_FORBIDDEN,
@@ -97,15 +120,15 @@ AuditorDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["audit"]))]
 AdminDep = Annotated[Principal, Depends(require_roles(*ROUTE_ROLES["admin"]))]
 
 
-def get_worker(request: Request) -> IncidentWorker:
-    return request.app.state.worker
+async def get_worker(request: Request) -> IncidentWorker:
+    return request.app.state.worker  # type: ignore[no-any-return]
 
 
-def get_metrics(request: Request) -> Metrics:
-    return request.app.state.metrics
+async def get_metrics(request: Request) -> Metrics:
+    return request.app.state.metrics  # type: ignore[no-any-return]
 
 
-def get_runtime(request: Request) -> Any:
+async def get_runtime(request: Request) -> Any:
     """The AgentRuntime; 503 while the agent package is not installed in this build."""
     runtime = request.app.state.worker.runtime
     if runtime is None:

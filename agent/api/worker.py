@@ -2,14 +2,21 @@
 
 One thread, because incident runs write to the world and SQLite has a single writer; runs queue up
 behind each other instead of fighting over the lock. A ticker expires overdue approvals.
+
+Runs are coalesced: an incident runs once its events pause for ``intake_debounce_ms`` (at the latest
+``intake_max_wait_ms`` after the first one), so a storm's hundreds of events, posted one by one, join
+one incident and start one run instead of hundreds, and intake is not slowed down by runs it would
+make redundant. An event for an incident that is running queues one more run after it (its late
+events are planned in a follow-up thread). On start, incidents that were accepted but never finished
+(the process stopped in between) are queued again: an accepted event is never left unplanned.
 """
 
 from __future__ import annotations
 
+import asyncio
 import threading
 import time
 from collections.abc import Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
 from typing import Any
 
 import structlog
@@ -35,6 +42,35 @@ def build_runtime(*, engine: Engine, settings: Settings, clock: Clock) -> Any | 
         return None
 
 
+class _Intake:
+    """One request's events waiting to be ingested in a group, and what became of them: a blocking
+    caller waits on ``ready``, a coroutine on its future (``waiter`` = (loop, future))."""
+
+    __slots__ = ("error", "events", "ready", "results", "waiter")
+
+    def __init__(self, events: list[ExceptionEvent], waiter: tuple[asyncio.AbstractEventLoop, Any] | None) -> None:
+        self.events = events
+        self.waiter = waiter
+        self.results: list[Any] = []
+        self.error: Exception | None = None
+        self.ready = threading.Event()
+
+    def finish(self) -> None:
+        self.ready.set()
+        if self.waiter is not None:
+            loop, future = self.waiter
+            loop.call_soon_threadsafe(_settle, future, self.results, self.error)
+
+
+def _settle(future: Any, results: list[Any], error: Exception | None) -> None:
+    if future.done():  # the request went away (client disconnected): nothing to tell
+        return
+    if error is not None:
+        future.set_exception(error)
+    else:
+        future.set_result(results)
+
+
 class IncidentWorker:
     def __init__(
         self,
@@ -53,45 +89,151 @@ class IncidentWorker:
         self.runtime = (
             runtime if runtime is not None else build_runtime(engine=engine, settings=settings, clock=self.clock)
         )
-        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="incident-run")
-        self._queued: set[str] = set()
-        self._lock = threading.Lock()
-        self._futures: list[Future[None]] = []
+        self.debounce_s = settings.intake_debounce_ms / 1000.0
+        self.max_wait_s = max(settings.intake_max_wait_ms, settings.intake_debounce_ms) / 1000.0
+        # incident -> (when it is due to run, the latest it may be pushed to), monotonic seconds
+        self._due: dict[str, tuple[float, float]] = {}
+        self._running: str | None = None
+        self._flush = 0  # > 0 while someone waits for every queued run (drain, stop): no debounce
+        self._cond = threading.Condition()
+        self._runner: threading.Thread | None = None
         self._stop = threading.Event()
         self._expire_every_s = expire_every_s
         self._ticker: threading.Thread | None = None
         # a run resumed by a decision also uses this lock so two graph runs never overlap
         self.run_lock = threading.RLock()
+        # group commit of intake (see _intake_loop)
+        self._intake_cond = threading.Condition()
+        self._intake_queue: list[_Intake] = []
+        self._intake_thread: threading.Thread | None = None
+        self._intake_stop = False
 
     # ---- intake ---------------------------------------------------------------------------
 
     def submit(self, events: Sequence[ExceptionEvent]) -> list[Any]:
-        """Store the events (idempotent by id) and schedule a run for each incident that got a new event."""
+        """Store the events (idempotent by id) and schedule a run for each incident that got a new
+        event; returns each event's IngestResult. Blocks until the events are committed."""
+        item = self._enqueue(list(events), None)
+        item.ready.wait()
+        if item.error is not None:
+            raise item.error
+        return item.results
+
+    async def submit_async(self, events: Sequence[ExceptionEvent]) -> list[Any]:
+        """``submit`` for the event loop: the request waits without holding a worker thread."""
+        loop = asyncio.get_running_loop()
+        item = self._enqueue(list(events), (loop, loop.create_future()))
+        assert item.waiter is not None
+        return await item.waiter[1]  # type: ignore[no-any-return]
+
+    def _enqueue(self, events: list[ExceptionEvent], waiter: Any) -> _Intake:
         if self.runtime is None:
             raise RuntimeError("the agent runtime is not available")
-        # not under run_lock: intake must not wait for incident runs (SQLite writers queue on its
-        # busy timeout; see tools/db.py for why savepoints take the write lock first)
-        results = list(self.runtime.ingest(list(events)))
-        for res in results:
-            if res.duplicate:
-                self.metrics.inc("orderagent_events_duplicate_total")
-            else:
-                self.metrics.inc("orderagent_events_accepted_total")
-        for incident_id in dict.fromkeys(r.incident_id for r in results if not r.duplicate):
-            self.schedule(incident_id)
-        return results
+        item = _Intake(events, waiter)
+        with self._intake_cond:
+            self._intake_queue.append(item)
+            if self._intake_thread is None or not self._intake_thread.is_alive():
+                self._intake_thread = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
+                self._intake_thread.start()
+            self._intake_cond.notify()
+        return item
+
+    def _intake_loop(self) -> None:
+        """Group commit: every request queued while the previous group was being written is ingested
+        in one transaction, and each gets its own events' results back. Requests then never wait on
+        SQLite's busy timeout for each other (it polls with growing sleeps), the database sees one
+        write per group, and no request holds a thread while it waits. Not under run_lock: intake
+        never waits for incident runs."""
+        while True:
+            with self._intake_cond:
+                while not self._intake_queue and not self._intake_stop:
+                    self._intake_cond.wait()
+                if not self._intake_queue:
+                    return
+                group, self._intake_queue = self._intake_queue, []
+            self._ingest_group(group)
+            accepted = duplicates = 0
+            incidents: dict[str, None] = {}
+            for item in group:
+                for r in item.results:
+                    if r.duplicate:
+                        duplicates += 1
+                    else:
+                        accepted += 1
+                        incidents[r.incident_id] = None
+            if duplicates:
+                self.metrics.inc("orderagent_events_duplicate_total", duplicates)
+            if accepted:
+                self.metrics.inc("orderagent_events_accepted_total", accepted)
+            for incident_id in incidents:
+                self.schedule(incident_id)
+            for item in group:
+                item.finish()
+
+    def _ingest_group(self, group: list[_Intake]) -> None:
+        runtime = self.runtime
+        assert runtime is not None
+        try:
+            results = list(runtime.ingest([e for item in group for e in item.events]))
+        except Exception as exc:
+            if len(group) == 1:
+                group[0].error = exc
+                return
+            # one request's events broke the group's transaction: each request on its own, so only
+            # that one fails
+            for item in group:
+                try:
+                    item.results = list(runtime.ingest(item.events))
+                except Exception as one:  # handed to the request that sent these events
+                    item.error = one
+            return
+        at = 0
+        for item in group:
+            item.results, at = results[at : at + len(item.events)], at + len(item.events)
 
     def schedule(self, incident_id: str) -> None:
-        with self._lock:
-            if incident_id in self._queued:
-                return  # the queued run will see the new event too
-            self._queued.add(incident_id)
-            self._futures = [f for f in self._futures if not f.done()]
-            self._futures.append(self._pool.submit(self._run, incident_id))
+        """Queue a run of the incident, due once its events pause (see the module docstring)."""
+        now = time.monotonic()
+        with self._cond:
+            _, latest = self._due.get(incident_id, (0.0, now + self.max_wait_s))
+            self._due[incident_id] = (min(now + self.debounce_s, latest), latest)
+            self._ensure_runner()
+            self._cond.notify_all()
+
+    def _ensure_runner(self) -> None:
+        if self._runner is None or not self._runner.is_alive():
+            self._runner = threading.Thread(target=self._loop, name="incident-run", daemon=True)
+            self._runner.start()
+
+    def _next_due(self) -> str | None:
+        """The incident to run now, or None; waits on the condition (held) until one is due."""
+        while not self._stop.is_set() or (self._flush and self._due):
+            if not self._due:
+                self._cond.wait(1.0)
+                continue
+            incident_id, (due, _) = min(self._due.items(), key=lambda kv: kv[1][0])
+            wait = due - time.monotonic()
+            if wait <= 0 or self._flush:
+                del self._due[incident_id]
+                self._running = incident_id
+                return incident_id
+            self._cond.wait(wait)
+        return None
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                incident_id = self._next_due()
+                if incident_id is None:
+                    return
+            try:
+                self._run(incident_id)
+            finally:
+                with self._cond:
+                    self._running = None
+                    self._cond.notify_all()
 
     def _run(self, incident_id: str) -> None:
-        with self._lock:
-            self._queued.discard(incident_id)
         started = time.perf_counter()
         try:
             runtime = self.runtime
@@ -106,18 +248,28 @@ class IncidentWorker:
         status = getattr(outcome, "status", None) or "done"
         self.metrics.inc("orderagent_incident_runs_total", outcome=str(status))
 
+    def pending(self) -> int:
+        """Runs queued or running (the /metrics gauge, and drain)."""
+        with self._cond:
+            return len(self._due) + (self._running is not None)
+
     def drain(self, timeout_s: float = 30.0) -> None:
-        """Wait for the queued runs (tests and the demo use this)."""
+        """Run every queued incident now (no debounce) and wait until none is queued or running
+        (tests and the demo use this)."""
         deadline = time.monotonic() + timeout_s
-        while True:
-            with self._lock:
-                pending = [f for f in self._futures if not f.done()]
-            if not pending:
-                return
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError("incident runs still pending")
-            pending[0].result(timeout=remaining)
+        with self._cond:
+            self._flush += 1
+            try:
+                self._cond.notify_all()
+                while self._due or self._running is not None:
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise TimeoutError("incident runs still pending")
+                    if self._due:
+                        self._ensure_runner()
+                    self._cond.wait(min(remaining, 0.5))
+            finally:
+                self._flush -= 1
 
     # ---- decisions ------------------------------------------------------------------------
 
@@ -129,9 +281,26 @@ class IncidentWorker:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
+    def recover(self) -> list[str]:
+        """Queue the incidents that were accepted but whose run never finished (the process stopped
+        between intake and the end of the run); an incident waiting for approval stays waiting."""
+        from sqlmodel import Session, col, select
+
+        from agent.models import Incident, IncidentStatus
+
+        unfinished = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
+        with Session(self.engine) as s:
+            ids = list(s.exec(select(Incident.id).where(col(Incident.status).in_([x.value for x in unfinished]))))
+        for incident_id in ids:
+            self.schedule(incident_id)
+        if ids:
+            log.info("incidents_recovered", count=len(ids))
+        return ids
+
     def start(self) -> None:
         if self.runtime is None or self._ticker is not None:
             return
+        self.recover()
         self._ticker = threading.Thread(target=self._tick, name="approval-expiry", daemon=True)
         self._ticker.start()
 
@@ -146,8 +315,19 @@ class IncidentWorker:
                 log.exception("expiring approvals failed")
 
     def stop(self) -> None:
-        self._stop.set()
-        self._pool.shutdown(wait=True, cancel_futures=False)
+        """Ingest and run what is queued (a graceful stop leaves nothing for recovery), then stop."""
+        with self._intake_cond:
+            self._intake_stop = True
+            self._intake_cond.notify_all()
+        if self._intake_thread is not None:
+            self._intake_thread.join()
+        with self._cond:
+            self._flush += 1
+            self._stop.set()
+            self._cond.notify_all()
+        runner = self._runner
+        if runner is not None:
+            runner.join()
         close = getattr(self.runtime, "close", None)
         if close is not None:
             close()

@@ -16,8 +16,9 @@ Candidate bundles: every order alone, plus same-store pairs and triples whose re
 minutes; each order keeps its ``partners_per_order`` best partners. The heuristic and the exact MILP
 use the same columns, so their objectives are comparable.
 
-Everything is computed with whole-array numpy operations (one travel matrix per call, one block per
-bundle size); the per-bundle sequences are stored padded so that no Python loop runs over bundles.
+Everything is computed with whole-array numpy operations (one travel matrix per call for the
+candidate pairs, travel legs only within bundles, one block per bundle size); the per-bundle
+sequences are stored padded so that no Python loop runs over bundles.
 """
 
 from __future__ import annotations
@@ -133,7 +134,6 @@ def build_columns(
     ready = np.array([o.ready for o in orders], dtype=float)
     promise = np.array([o.promise for o in orders], dtype=float)
     to_drop = _tt(np.hypot(ox - sx, oy - sy), speed)  # store -> own drop-off
-    between = _tt(np.hypot(ox[:, None] - ox[None, :], oy[:, None] - oy[None, :]), speed)
 
     rx = np.array([r.x for r in riders], dtype=float)
     ry = np.array([r.y for r in riders], dtype=float)
@@ -163,7 +163,8 @@ def build_columns(
         delta[:, :, 0] = ps / 2 + to_drop[seq[:, :, 0]] + ds / 2
         route = to_drop[seq[:, :, 0]]
         for k in range(1, m):
-            leg = between[seq[:, :, k - 1], seq[:, :, k]]
+            a, b = seq[:, :, k - 1], seq[:, :, k]
+            leg = _tt(np.hypot(ox[a] - ox[b], oy[a] - oy[b]), speed)
             delta[:, :, k] = delta[:, :, k - 1] + ds + leg
             route = route + leg
         first = mem[:, 0]

@@ -115,7 +115,7 @@ def solver_input(
     for o in orders:
         if o.rider_id and OrderStatus(o.status) == OrderStatus.assigned and o.rider_id in loads:
             loads[o.rider_id] -= 1
-    stores = {o.store_id: get_store(session=session, store_id=o.store_id) for o in orders}
+    stores = {sid: get_store(session=session, store_id=sid) for sid in dict.fromkeys(o.store_id for o in orders)}
     jobs = [order_job(o, stores[o.store_id], world) for o in orders]
     ends = route_ends(session=session, riders=riders, now=now, exclude=frozenset(o.id for o in orders))
     states = [rider_state(r, loads.get(r.id, 0), world, now, ends.get(r.id)) for r in riders]

@@ -81,6 +81,11 @@ class _Search:
         self.inc_i = self.inc_t.astype(np.int16)
         self._held: dict[int, np.ndarray] = {}
         self._zero = np.zeros(self.inc_t.shape[1], dtype=np.int16)
+        # kept up to date by set(): the chosen bundles are disjoint, so their held() vectors add up
+        # to counts() without summing the incidence rows of every held order again
+        self.cnt = np.zeros(self.inc_t.shape[1], dtype=np.int16)
+        # each rider's best column anywhere: an upper bound that lets moves skip what cannot gain
+        self.best = self.ben.max(axis=1, initial=-np.inf) if self.ben.size else np.full(r_count, -np.inf)
 
     def held(self, b: int) -> np.ndarray:
         """(B,) how many orders each bundle shares with bundle b (zeros for no bundle)."""
@@ -93,7 +98,7 @@ class _Search:
 
     def counts(self) -> np.ndarray:
         """(B,) how many of each bundle's orders some rider holds."""
-        return self.inc_i[self.owner >= 0].sum(axis=0, dtype=np.int16)
+        return self.cnt
 
     # ---------------------------------------------------------------- bookkeeping
     def value(self) -> float:
@@ -103,9 +108,11 @@ class _Search:
         cur = int(self.choice[r])
         if cur >= 0:
             self.owner[list(self.members[cur])] = -1
+            self.cnt -= self.held(cur)
         self.choice[r] = b
         if b >= 0:
             self.owner[list(self.members[b])] = r
+            self.cnt += self.held(b)
 
     # ---------------------------------------------------------------- moves
     def relocate(self, max_passes: int = 6) -> bool:
@@ -115,9 +122,11 @@ class _Search:
             moved = False
             for r in range(self.ben.shape[0]):
                 cur = int(self.choice[r])
+                cur_val = self.ben[r, cur] if cur >= 0 else 0.0
+                if self.best[r] <= max(cur_val, 0.0) + 1e-6:
+                    continue  # no column of r beats what r has
                 cand = np.where(self.counts() - self.held(cur) > 0, -np.inf, self.ben[r])
                 best = int(np.argmax(cand))
-                cur_val = self.ben[r, cur] if cur >= 0 else 0.0
                 if cand[best] > max(cur_val, 0.0) + 1e-6:
                     self.set(r, best)
                     moved = moved_any = True
@@ -158,9 +167,10 @@ class _Search:
 
     def eject(self, top: int = 6) -> bool:
         """Rider r takes a column that clashes with exactly one other rider q, q moves to its best free
-        column; applied when the pair gains. Tries each rider's ``top`` best clashing columns."""
+        column; applied when the pair gains. Tries each rider's ``top`` best clashing columns, in
+        order of r's benefit, and applies the first that gains (all ``top`` are costed in one array
+        operation: nothing changes between them until a move is applied)."""
         improved = False
-        cnt = self.counts()
         for r in range(self.ben.shape[0]):
             cur = int(self.choice[r])
             cur_val = self.ben[r, cur] if cur >= 0 else 0.0
@@ -168,29 +178,35 @@ class _Search:
             if len(cand) == 0:
                 continue
             cand = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
-            tried = 0
-            for b in cand:
+            moves: list[tuple[int, int]] = []  # (column for r, the one rider q it clashes with)
+            for b in cand.tolist():
                 others = {int(self.owner[i]) for i in self.members[b]} - {-1, r}
-                if len(others) != 1:
-                    continue
-                tried += 1
-                q = others.pop()
-                qcur = int(self.choice[q])
-                # q may use columns free of every order held by riders other than q and r, and of b
-                clash = cnt - self.held(cur) - self.held(qcur) + self.held(int(b))
-                qvals = np.where(clash > 0, -np.inf, self.ben[q])
-                qb = int(np.argmax(qvals))
-                qnew = max(float(qvals[qb]), 0.0)
-                gain = self.ben[r, b] - cur_val + qnew - self.ben[q, qcur]
-                if gain > 1e-6:
-                    self.set(q, -1)
-                    self.set(r, int(b))
-                    self.set(q, qb if qvals[qb] > 0 else -1)
-                    cnt = self.counts()
-                    improved = True
-                    break
-                if tried >= top:
-                    break
+                if len(others) == 1:
+                    moves.append((b, others.pop()))
+                    if len(moves) >= top:
+                        break
+            if not moves:
+                continue
+            bs = [b for b, _ in moves]
+            qs = [q for _, q in moves]
+            qcurs = [int(self.choice[q]) for q in qs]
+            # q may use columns free of every order held by riders other than q and r, and of b
+            base = self.cnt - self.held(cur)
+            clash = base[None, :] - np.stack([self.held(qc) for qc in qcurs]) + np.stack([self.held(b) for b in bs])
+            qvals = np.where(clash > 0, -np.inf, self.ben[qs])
+            qbest = np.argmax(qvals, axis=1)
+            qnew = np.maximum(qvals[np.arange(len(moves)), qbest], 0.0)
+            qcur_val = np.array([self.ben[q, qc] for q, qc in zip(qs, qcurs, strict=True)])
+            gain = self.ben[r, bs] - cur_val + qnew - qcur_val
+            hits = np.nonzero(gain > 1e-6)[0]
+            if len(hits) == 0:
+                continue
+            k = int(hits[0])
+            b, q, qb = bs[k], qs[k], int(qbest[k])
+            self.set(q, -1)
+            self.set(r, b)
+            self.set(q, qb if qvals[k, qb] > 0 else -1)
+            improved = True
         return improved
 
     def extend(self) -> bool:

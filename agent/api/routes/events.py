@@ -23,7 +23,7 @@ EventBatch = Annotated[list[ExceptionEvent], Field(min_length=1, max_length=MAX_
     response_model=EventsAccepted,
     responses={413: {"description": "body too large"}, 503: {"description": "agent runtime unavailable"}},
 )
-def post_events(
+async def post_events(
     worker: WorkerDep,
     _: IntegrationDep,
     body: Annotated[ExceptionEvent | EventBatch, Body()],
@@ -35,7 +35,7 @@ def post_events(
     events = body if isinstance(body, list) else [body]
     if worker.runtime is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the agent runtime is not available")
-    results = worker.submit(events)
+    results = await worker.submit_async(events)
     out = [
         EventAccepted(
             event_id=r.event_id, incident_id=r.incident_id, duplicate=r.duplicate, new_incident=r.new_incident

@@ -299,7 +299,7 @@ async function incidentPage() {
     const inc = d.incident;
     document.getElementById("inc-status").replaceWith(Object.assign(badge(inc.status), { id: "inc-status" }));
     document.getElementById("inc-summary").textContent =
-      `${inc.type.replaceAll("_", " ")} · zone ${inc.zone || "-"} · ${inc.order_ids.length} orders · ${inc.event_ids.length} events · planner ${inc.planner || "-"}` + (inc.summary ? ` · ${inc.summary}` : "");
+      `${inc.type.replaceAll("_", " ")} · zone ${inc.zone || "-"} · ${inc.order_ids.length} orders · ${inc.event_count} events · planner ${inc.planner || "-"}` + (inc.summary ? ` · ${inc.summary}` : "");
     document.getElementById("steps").replaceChildren(...d.steps.map(s => el("tr", { "data-step": s.index },
       el("td", {}, s.index), el("td", {}, s.tool), el("td", {}, el("code", {}, JSON.stringify(s.args))),
       el("td", {}, s.verdict ? badge(s.verdict.decision) : "-"), el("td", { class: "step-state" }, badge(s.state)))));
