@@ -96,21 +96,31 @@ def _plan_dump(state: IncidentState, inc: Incident, rt: Ctx) -> dict[str, Any]:
     return handed[1] if handed is not None else (state.get("plan") or inc.plan or {})  # type: ignore[no-any-return]
 
 
-def brief_of(session: Session, inc: Incident, focus: list[str] | None = None) -> IncidentBrief:
-    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders."""
+def brief_of(
+    session: Session, inc: Incident, focus: list[str] | None = None, handoff: dict[str, Any] | None = None
+) -> IncidentBrief:
+    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders.
+    The events' payloads are read once per run (``handoff``) for as long as no event joins."""
     from agent.incidents import incident_payloads
 
+    key = f"payloads:{inc.id}:{inc.event_count}"
+    payloads = handoff.get(key) if handoff is not None else None
+    if payloads is None:
+        payloads = incident_payloads(session=session, incident_id=inc.id)
+        if handoff is not None:
+            handoff[key] = payloads
+    wanted = set(focus or ())
     return IncidentBrief(
         id=inc.id,
         type=inc.type,
         family=inc.family,
         zone=inc.zone,
-        order_ids=[o for o in inc.order_ids if o in set(focus)] if focus else list(inc.order_ids),
+        order_ids=[o for o in inc.order_ids if o in wanted] if focus else list(inc.order_ids),
         follow_up=bool(focus),
         rider_ids=list(inc.rider_ids),
         store_ids=list(inc.store_ids),
         customer_ids=list(inc.customer_ids),
-        payloads=incident_payloads(session=session, incident_id=inc.id),
+        payloads=payloads,
         opened_at=inc.opened_at,
     )
 
@@ -171,7 +181,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with session_scope(rc.engine) as s:
         inc = _incident(s, state["incident_id"])
-        brief = brief_of(s, inc, state.get("focus_order_ids"))
+        brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff)
         snapshot = investigate(brief, read_caller(runtime, s, inc.id), now=_now(runtime))
         # orders the investigation found at risk in the incident's area join its scope
         scope = expand_scope(inc, snapshot)
@@ -206,7 +216,7 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             tool_names={n: t.writes for n, t in rc.tools.items()},
             gathered=gathered,
         )
-        plan = rc.planner.plan(brief_of(s, inc, state.get("focus_order_ids")), snapshot, pctx)
+        plan = rc.planner.plan(brief_of(s, inc, state.get("focus_order_ids"), rc.handoff), snapshot, pctx)
         dumped = plan.model_dump(mode="json")
         inc.plan = dumped
         inc.planner = plan.planner
@@ -238,7 +248,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     """Assess every step (validation + policy); queue the needs-approval ones as ONE request."""
     from guardrails.policy import assess_plan, load_policy, step_subjects
     from guardrails.service import create_approval_request, list_requests
-    from guardrails.validation import build_assess_context, schema_errors
+    from guardrails.validation import build_assess_context, schema_errors, valued_orders
     from guardrails.verdict import Decision, Verdict
 
     rc = runtime.context
@@ -259,6 +269,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             spent_cents=0,
             autonomy=autonomy,  # type: ignore[arg-type]
             subjects=subjects,
+            valued_order_ids=valued_orders(plan.steps, subjects, policy),
         )
         verdicts: dict[int, Verdict] = assess_plan(plan.steps, actx, policy, subjects)
         for step in plan.steps:

@@ -45,7 +45,7 @@ from agent.records import record
 from agent.settings import Settings, get_settings
 from tools.base import Tool
 from tools.clock import Clock, SystemClock
-from tools.db import session_scope
+from tools.db import WalCheckpointer, session_scope, sqlite_path
 from tools.events import ExceptionEvent
 
 log = structlog.get_logger(__name__)
@@ -96,6 +96,8 @@ class AgentRuntime:
 
             self.tools = all_tools()
         self._stack = ExitStack()
+        if (db_path := sqlite_path(self.engine)) is not None:
+            self._stack.callback(WalCheckpointer(db_path).start().stop)
         self.checkpointer = open_checkpointer(self.engine, self._stack)
         self.graph = compile_graph(self.checkpointer)
         self._locks: dict[str, threading.Lock] = {}

@@ -47,7 +47,7 @@ def export_incident(*, incident_id: str, database_url: str | None = None) -> dic
             for ev in s.exec(
                 select(IncidentEvent)
                 .where(IncidentEvent.incident_id == inc.id)
-                .order_by(col(IncidentEvent.received_at))
+                .order_by(col(IncidentEvent.received_at), col(IncidentEvent.seq))
             )
             if ev.event
         ]

@@ -7,7 +7,7 @@ that fired and its approval tier, and every verdict names the policy version it 
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -112,58 +112,72 @@ class StepSubjects(BaseModel):
     money: list[MoneyItem] = []
 
 
-def _dicts(value: Any) -> Iterator[dict[str, Any]]:
-    if isinstance(value, dict):
-        yield value
-        for v in value.values():
-            yield from _dicts(v)
-    elif isinstance(value, list | tuple):
-        for v in value:
-            yield from _dicts(v)
+# the keys step_subjects reads; a dict with none of them is only walked through
+_SUBJECT_KEYS = frozenset(
+    {"order_id", "order_ids", "rider_id", "rider_ids", "customer_id", "customer_ids", "amount_cents"}
+)
+_NESTED = (dict, list, tuple)
 
 
-def _add(seen: list[str], value: Any) -> None:
+def _add(found: list[str], seen: set[str], value: Any) -> None:
     if value is None:
         return
-    values = value if isinstance(value, list | tuple) else [value]
-    for v in values:
+    for v in value if isinstance(value, list | tuple) else (value,):
         if isinstance(v, str) and v and v not in seen:
-            seen.append(v)
+            seen.add(v)
+            found.append(v)
 
 
 def step_subjects(args: dict[str, Any]) -> StepSubjects:
     """Walk the arguments: ``order_id(s)``, ``rider_id(s)``, ``customer_id(s)`` at any depth; a dict
     holding both an order and a rider is an assignment; a dict with ``amount_cents`` is money."""
-    # plain lists first, one model at the end without validation (the values are built right here):
-    # a validated StepSubjects() deep-copies its five list defaults, and a plan computes ~1,000 of these
+    # Dicts are visited depth first in document order (a dict before what it contains), with plain
+    # lists and sets, and one model is built at the end without validation (the values are built
+    # right here): a validated StepSubjects() deep-copies its five list defaults, and a plan computes
+    # ~1,000 of these
     order_ids: list[str] = []
     rider_ids: list[str] = []
     customer_ids: list[str] = []
+    seen_o: set[str] = set()
+    seen_r: set[str] = set()
+    seen_c: set[str] = set()
     assignments: list[tuple[str, str]] = []
     money: list[MoneyItem] = []
-    for d in _dicts(args):
-        _add(order_ids, d.get("order_id"))
-        _add(order_ids, d.get("order_ids"))
-        _add(rider_ids, d.get("rider_id"))
-        _add(rider_ids, d.get("rider_ids"))
-        _add(customer_ids, d.get("customer_id"))
-        _add(customer_ids, d.get("customer_ids"))
-        oid, rid = d.get("order_id"), d.get("rider_id")
-        if isinstance(oid, str) and isinstance(rid, str):
-            assignments.append((oid, rid))
-        if "amount_cents" in d:
-            amount = d.get("amount_cents")
-            kind = d.get("kind") or args.get("kind") or "coupon"
-            item_order = oid if isinstance(oid, str) else args.get("order_id")
-            if isinstance(amount, bool) or not isinstance(amount, int | float):
-                amount = 0  # a malformed amount is treated as non-positive and blocked
-            money.append(
-                MoneyItem(
-                    order_id=item_order if isinstance(item_order, str) else None,
-                    amount_cents=int(amount),
-                    kind=str(kind),
-                )
-            )
+    stack: list[Any] = [args]
+    while stack:
+        value = stack.pop()
+        if isinstance(value, dict):
+            d = value
+            if not _SUBJECT_KEYS.isdisjoint(d):
+                oid, rid = d.get("order_id"), d.get("rider_id")
+                _add(order_ids, seen_o, oid)
+                _add(order_ids, seen_o, d.get("order_ids"))
+                _add(rider_ids, seen_r, rid)
+                _add(rider_ids, seen_r, d.get("rider_ids"))
+                _add(customer_ids, seen_c, d.get("customer_id"))
+                _add(customer_ids, seen_c, d.get("customer_ids"))
+                if isinstance(oid, str) and isinstance(rid, str):
+                    assignments.append((oid, rid))
+                if "amount_cents" in d:
+                    amount = d.get("amount_cents")
+                    kind = d.get("kind") or args.get("kind") or "coupon"
+                    item_order = oid if isinstance(oid, str) else args.get("order_id")
+                    if isinstance(amount, bool) or not isinstance(amount, int | float):
+                        amount = 0  # a malformed amount is treated as non-positive and blocked
+                    money.append(
+                        MoneyItem.model_construct(
+                            order_id=item_order if isinstance(item_order, str) else None,
+                            amount_cents=int(amount),
+                            kind=str(kind),
+                        )
+                    )
+            children = [v for v in d.values() if isinstance(v, _NESTED)]
+        elif isinstance(value, list | tuple):
+            children = [v for v in value if isinstance(v, _NESTED)]
+        else:
+            continue
+        if children:
+            stack.extend(reversed(children))
     return StepSubjects.model_construct(
         order_ids=order_ids, rider_ids=rider_ids, customer_ids=customer_ids, assignments=assignments, money=money
     )

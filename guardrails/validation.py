@@ -76,9 +76,12 @@ def build_assess_context(
     autonomy: Autonomy = "auto",
     with_customer_values: bool = True,
     subjects: Mapping[int, StepSubjects] | None = None,
+    valued_order_ids: set[str] | None = None,
 ) -> AssessContext:
     """Facts about every order and rider the incident and the steps touch (``subjects``: each step's
-    ``step_subjects`` by step index, when the caller has them already)."""
+    ``step_subjects`` by step index, when the caller has them already). Customer values (the LTV
+    model) are looked up for the customers of ``valued_order_ids`` only when given: the orders of
+    the steps whose risk makes the high-value rule apply (see ``valued_orders``)."""
     # one query per table for every subject of every step; rows as columns, not ORM objects
     order_ids: list[str] = list(dict.fromkeys(incident_order_ids))
     rider_ids: list[str] = []
@@ -106,7 +109,12 @@ def build_assess_context(
         if customer_ids
         else {}
     )
-    values = _customer_values(session=session, customer_ids=customer_ids, now=now) if with_customer_values else {}
+    valued = (
+        customer_ids
+        if valued_order_ids is None
+        else sorted({o.customer_id for o in orders if o.id in valued_order_ids})
+    )
+    values = _customer_values(session=session, customer_ids=valued, now=now) if with_customer_values else {}
     order_facts: dict[str, OrderFacts] = {}
     for o in orders:
         c = customers.get(o.customer_id)
@@ -147,6 +155,18 @@ def build_assess_context(
         now=now,
         registered_tools=registered_tools(),
     )
+
+
+def valued_orders(steps: list[PlanStep], subjects: Mapping[int, StepSubjects], policy: Policy) -> set[str]:
+    """The orders whose customers' values the verdicts can read: those of the steps whose risk the
+    high-value-customer rule covers (money and cancellations); a notice needs no customer value."""
+    sensitive = set(policy.high_value_customer.sensitive_risks)
+    out: set[str] = set()
+    for step in steps:
+        rule = policy.tool_rule(step.tool)
+        if rule is not None and rule.risk in sensitive:
+            out.update(subjects[step.index].order_ids)
+    return out
 
 
 def find_tool(name: str) -> Tool[Any, Any] | None:

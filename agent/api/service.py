@@ -57,6 +57,8 @@ class TokenCache:
     most ``size`` of them."""
 
     def __init__(self, ttl_s: float, size: int = 1024) -> None:
+        if size < 1:
+            raise ValueError("a token cache holds at least one token")
         self.ttl_s = ttl_s
         self.size = size
         self._items: dict[str, tuple[float, Any]] = {}

@@ -59,7 +59,12 @@ class _Intake:
         self.ready.set()
         if self.waiter is not None:
             loop, future = self.waiter
-            loop.call_soon_threadsafe(_settle, future, self.results, self.error)
+            try:
+                loop.call_soon_threadsafe(_settle, future, self.results, self.error)
+            except RuntimeError:
+                # the caller's event loop is closed: nobody is left to tell, and raising here would
+                # kill the intake thread and strand every request queued behind this one
+                pass
 
 
 def _settle(future: Any, results: list[Any], error: Exception | None) -> None:
@@ -131,6 +136,8 @@ class IncidentWorker:
             raise RuntimeError("the agent runtime is not available")
         item = _Intake(events, waiter)
         with self._intake_cond:
+            if self._intake_stop:
+                raise RuntimeError("the incident worker has stopped")
             self._intake_queue.append(item)
             if self._intake_thread is None or not self._intake_thread.is_alive():
                 self._intake_thread = threading.Thread(target=self._intake_loop, name="intake", daemon=True)
@@ -328,6 +335,8 @@ class IncidentWorker:
         runner = self._runner
         if runner is not None:
             runner.join()
+        if self._ticker is not None:  # an expiry pass under way ends before the runtime closes
+            self._ticker.join(timeout=30)
         close = getattr(self.runtime, "close", None)
         if close is not None:
             close()

@@ -128,3 +128,30 @@ def test_incident_spend_counts_issued_compensation(engine: Engine) -> None:
         s.commit()
         assert incident_spent_cents(session=s, incident_id="inc-1") == 1000
         assert incident_spent_cents(session=s, incident_id="none") == 0
+
+
+def test_customer_values_are_looked_up_only_where_the_verdicts_read_them(engine: Engine) -> None:
+    from guardrails.policy import assess_plan, load_policy, step_subjects
+    from guardrails.validation import valued_orders
+
+    build_world(engine)
+    policy = load_policy()
+    steps = [
+        plan_step(0, "notify_customer", order_id="o2", template="delay_apology"),
+        comp_step(1, 800, order="o3"),
+        plan_step(2, "cancel_order", order_id="o5", reason="stockout"),
+        reassign(("o2", "r2")),
+    ]
+    subjects = {st.index: step_subjects(st.args) for st in steps}
+    # the high-value rule covers money and cancellations only (policy: sensitive_risks)
+    assert set(policy.high_value_customer.sensitive_risks) == {"money", "cancel"}
+    assert valued_orders(steps, subjects, policy) == {"o3", "o5"}
+    with Session(engine) as s:
+        kw = {"session": s, "incident_order_ids": INCIDENT_ORDERS, "step_list": steps, "now": NOW, "subjects": subjects}
+        full = build_assess_context(**kw)  # type: ignore[arg-type]
+        some = build_assess_context(**kw, valued_order_ids=valued_orders(steps, subjects, policy))  # type: ignore[arg-type]
+    assert full.orders["o2"].customer_value_cents is not None
+    assert some.orders["o2"].customer_value_cents is None and some.orders["o2"].customer_tier == "gold"
+    assert some.orders["o3"].customer_value_cents == full.orders["o3"].customer_value_cents is not None
+    # and the verdicts are the same either way
+    assert assess_plan(steps, some, policy, subjects) == assess_plan(steps, full, policy, subjects)

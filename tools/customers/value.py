@@ -321,6 +321,12 @@ class _ValueCache:
 _values = _ValueCache()
 
 
+def clear_world_caches() -> None:
+    """Forget the customer values computed so far (the fitted population models stay): for a
+    benchmark that replays one world from a fresh copy and must not find the last run's answers."""
+    _values.clear()
+
+
 def _values_key(session: Session, now: datetime) -> tuple[Any, ...]:
     """What a customer's value depends on besides their id: the database, the world, the histories up
     to ``now`` (the same aggregates the fit's content key uses: any purchase loaded, appended, removed

@@ -1,14 +1,21 @@
-"""Every route checks its role server-side: a table of route x role -> expected status."""
+"""Every route checks its role server-side: a table of route x role -> expected status. Tokens are
+cached for ``auth_cache_s``: revoking through the cache is immediate, elsewhere within the TTL."""
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable
 
+import pytest
+from fastapi.testclient import TestClient
 from sqlmodel import Session, select
 
-from agent.api.models import ApiToken
-from agent.api.service import authenticate_token, create_token
-from tests.agent.api.conftest import Api, event_body, make_pending_request
+from agent.api import deps, service
+from agent.api.app import create_app
+from agent.api.models import ApiToken, Principal, Role
+from agent.api.service import TokenCache, authenticate_token, create_token, hash_token, revoke_token
+from tests.agent.api.conftest import Api, event_body, make_pending_request, settings_for
+from tools.db import session_scope
 
 READERS = {"dispatcher", "supervisor", "auditor", "admin"}
 ALL = {"integration", "dispatcher", "supervisor", "auditor", "admin"}
@@ -98,3 +105,144 @@ def test_me_lists_what_the_role_can_do(api: Api) -> None:
     assert body["name"] == "test-dispatcher" and body["role"] == "dispatcher"
     assert "decide" not in body["can"] and "chat" in body["can"]
     assert "decide" in api.client.get("/me", headers=api.h("supervisor")).json()["can"]
+
+
+# ---- the token cache --------------------------------------------------------------------------
+
+
+class FakeMonotonic:
+    """Stands in for the ``time`` module inside agent.api.service: the token cache's clock only."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+
+    def monotonic(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.fixture
+def cache_clock(monkeypatch: pytest.MonkeyPatch) -> FakeMonotonic:
+    fake = FakeMonotonic()
+    monkeypatch.setattr(service, "time", fake)
+    return fake
+
+
+@pytest.fixture
+def lookups(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """The secrets get_principal looked up in the database, in order."""
+    seen: list[str] = []
+    real: Callable[..., Principal | None] = deps._lookup_principal
+
+    def counting(engine: object, secret: str) -> Principal | None:
+        seen.append(secret)
+        return real(engine, secret)
+
+    monkeypatch.setattr(deps, "_lookup_principal", counting)
+    return seen
+
+
+def new_token(api: Api, role: Role = Role.dispatcher) -> tuple[int, str]:
+    with session_scope(api.engine) as s:
+        token, secret = create_token(session=s, name=f"cache-{role.value}", role=role)
+        assert token.id is not None
+        return token.id, secret
+
+
+def me(client: TestClient, secret: str) -> int:
+    return client.get("/me", headers={"Authorization": f"Bearer {secret}"}).status_code
+
+
+def revoke_in_db(api: Api, token_id: int, cache: TokenCache | None = None) -> None:
+    with session_scope(api.engine) as s:
+        assert revoke_token(session=s, token_id=token_id, cache=cache)
+
+
+def test_a_token_is_read_from_the_database_once_then_from_the_cache(api: Api, lookups: list[str]) -> None:
+    _, secret = new_token(api)
+    assert [me(api.client, secret) for _ in range(3)] == [200, 200, 200]
+    assert lookups == [secret]
+
+
+def test_revoking_through_the_cache_takes_effect_on_the_next_request(api: Api, lookups: list[str]) -> None:
+    cache: TokenCache = api.app.state.token_cache
+    token_id, secret = new_token(api)
+    _, other = new_token(api)
+    assert me(api.client, secret) == 200 and me(api.client, other) == 200
+    assert cache.get(hash_token(secret)) is not None
+
+    revoke_in_db(api, token_id, cache=cache)
+
+    assert me(api.client, secret) == 401
+    assert me(api.client, other) == 200  # only the revoked token left the cache
+    assert lookups == [secret, other, secret]
+
+
+def test_a_revocation_elsewhere_takes_effect_when_the_cache_entry_expires(api: Api, cache_clock: FakeMonotonic) -> None:
+    ttl = api.app.state.token_cache.ttl_s
+    assert ttl > 0
+    token_id, secret = new_token(api)
+    assert me(api.client, secret) == 200  # cached from here
+    revoke_in_db(api, token_id)  # another process: the database only
+
+    cache_clock.advance(ttl - 0.01)
+    assert me(api.client, secret) == 200
+    cache_clock.advance(0.02)
+    assert me(api.client, secret) == 401
+
+
+def test_auth_cache_zero_reads_the_database_on_every_request(api: Api, lookups: list[str]) -> None:
+    app = create_app(settings_for(api.engine, auth_cache_s=0), engine=api.engine, clock=api.clock, background=False)
+    with TestClient(app) as client:
+        token_id, secret = new_token(api)
+        assert [me(client, secret) for _ in range(3)] == [200, 200, 200]
+        assert lookups == [secret] * 3
+        revoke_in_db(api, token_id)  # without the cache: nothing cached to outlive it
+        assert me(client, secret) == 401
+    assert app.state.token_cache._items == {}
+
+
+def test_an_unknown_secret_is_looked_up_every_time_and_never_cached(api: Api, lookups: list[str]) -> None:
+    bogus = "oa_not-a-real-token"
+    assert [me(api.client, bogus) for _ in range(2)] == [401, 401]
+    assert lookups == [bogus, bogus]
+    assert api.app.state.token_cache._items == {}
+
+
+def _principal(token_id: int) -> Principal:
+    return Principal(token_id=token_id, name=f"t{token_id}", role=Role.dispatcher)
+
+
+def test_the_cache_holds_at_most_size_tokens_dropping_the_oldest(cache_clock: FakeMonotonic) -> None:
+    cache = TokenCache(ttl_s=60, size=3)
+    for i in range(5):
+        cache.put(f"d{i}", _principal(i))
+        cache_clock.advance(1)
+    assert len(cache._items) == 3
+    assert [cache.get(f"d{i}") is not None for i in range(5)] == [False, False, True, True, True]
+
+
+def test_cache_entries_expire_after_the_ttl(cache_clock: FakeMonotonic) -> None:
+    cache = TokenCache(ttl_s=2)
+    cache.put("d", _principal(1))
+    cache_clock.advance(1.99)
+    assert cache.get("d") == _principal(1)
+    cache_clock.advance(0.01)
+    assert cache.get("d") is None
+    assert cache._items == {}  # an expired entry is removed, not kept
+
+
+def test_drop_token_removes_that_token_only() -> None:
+    cache = TokenCache(ttl_s=60)
+    cache.put("a", _principal(1))
+    cache.put("b", _principal(2))
+    cache.drop_token(1)
+    assert cache.get("a") is None and cache.get("b") == _principal(2)
+
+
+def test_a_zero_ttl_cache_keeps_nothing() -> None:
+    cache = TokenCache(ttl_s=0)
+    cache.put("d", _principal(1))
+    assert cache.get("d") is None

@@ -1,0 +1,73 @@
+"""`orderagent bench`: each part runs on a small scale and reports the figures the README quotes.
+
+The figures themselves are machine-dependent and are not asserted here (speed targets live in the
+benchmark's output, not in timed tests); what is asserted is that each part measures what it says:
+the storm is assessed and queues approvals, intake stores every accepted event and runs its
+incidents, an approved step executes, the audit chain verifies.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import pytest
+
+from evals import bench
+from tools import bench as tools_bench
+
+
+@pytest.mark.slow
+def test_storm_part_times_the_reference_storm_on_fresh_copies() -> None:
+    out = bench.bench_storm(repeats=2)
+    assert out["storm_e2e_runs"] == 2
+    assert 0 < out["storm_ingest_ms"] < out["storm_e2e_median_ms"] <= out["storm_e2e_p95_ms"]
+    assert out["storm_e2e_median_ms"] < out["storm_total_ms"]
+    # each run executes the same allowed steps: the copies start from the same world
+    assert out["storm_execute_steps"] > 100
+    for stage in ("investigate", "plan", "assess"):
+        assert out[f"storm_{stage}_ms"] > 0
+
+
+@pytest.mark.slow
+def test_intake_part_stores_every_accepted_event_and_runs_its_incidents() -> None:
+    out = bench.bench_intake(events=80, seconds=60, clients=2)
+    assert out["intake_events"] == 80 and out["intake_errors"] == 0
+    assert out["intake_stored_events"] == 80
+    assert out["intake_incidents"] >= 1 and out["intake_settle_s"] >= 0
+    assert out["intake_events_per_s"] > 0
+
+
+@pytest.mark.slow
+def test_approval_and_audit_parts() -> None:
+    approval = bench.bench_approval(repeats=2)
+    assert 0 < approval["approval_to_execution_median_ms"] <= approval["approval_to_execution_p95_ms"]
+    audit = bench.bench_audit(n=5_000)
+    assert audit["audit_verify_records"] == 5_000 and audit["audit_verify_records_per_s"] > 0
+
+
+def test_bench_all_writes_the_selected_parts_as_json(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[str, int | None]] = []
+
+    def fake_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, float]:
+        calls.append(("storm", repeats))
+        return {"storm_e2e_median_ms": 1.0, "storm_e2e_p95_ms": 2.0}
+
+    def fake_audit(n: int = 200_000) -> dict[str, float]:
+        calls.append(("audit", None))
+        return {"audit_verify_records_per_s": 3.0}
+
+    monkeypatch.setattr(bench, "bench_storm", fake_storm)
+    monkeypatch.setattr(bench, "bench_audit", fake_audit)
+    parser = argparse.ArgumentParser()
+    tools_bench.add_commands(parser.add_subparsers(dest="command"))
+    target = tmp_path / "bench.json"
+    args = parser.parse_args(["bench", "all", "--only", "storm,audit", "--repeats", "3", "--json", str(target)])
+    assert args.func(args) == 0
+    data = json.loads(target.read_text())
+    assert data["storm_e2e_median_ms"] == 1.0 and data["audit_verify_records_per_s"] == 3.0
+    assert data["machine"]["cpus"] >= 1
+    assert calls == [("storm", 3), ("audit", None)]
+    bad = parser.parse_args(["bench", "all", "--only", "storm,nope"])
+    assert bad.func(bad) == 2
