@@ -11,12 +11,10 @@ clock starts (once per process, as in the service).
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import sys
 import tempfile
 import time
-from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -51,7 +49,7 @@ def run_preset(
     *, preset: str, seed: int | None = None, db_url: str | None = None, planner: str | None = None
 ) -> dict[str, Any]:
     from agent.planners.base import Planner
-    from agent.runtime import AgentRuntime, make_planner
+    from agent.runtime import AgentRuntime, freeze_warm_heap, make_planner, warm_models
     from tools.clock import FakeClock
     from tools.db import init_db, make_engine, session_scope
     from tools.service import world_now
@@ -70,7 +68,7 @@ def run_preset(
         world = generate_world(session=s, preset=preset, seed=seed)
     with session_scope(engine) as s:
         now = world_now(session=s)
-    _warm_models(engine=engine, now=now)
+    warm_models(engine=engine, now=now)
     freeze_warm_heap()
     chosen: Planner = make_planner(settings, planner)
     watch = Stopwatch()
@@ -125,38 +123,6 @@ class Stopwatch:
     def mark(self) -> None:
         if self.first_mark_ms is None:
             self.first_mark_ms = self.since_start()
-
-
-def _warm_models(*, engine: Any = None, now: datetime | None = None) -> None:
-    """Train/load the compensation model once, and fit the world's customer-value population (about a
-    second on a fresh world), before timing: the service does both at start-up / world load, and
-    the timed span measures the incident, not a model's one-off fit."""
-    try:
-        from tools.compensation.model import get_model
-
-        get_model()
-    except ImportError:
-        pass
-    if engine is None or now is None:
-        return
-    try:
-        from tools.customers.value import population_model
-    except ImportError:
-        return
-    from sqlmodel import Session
-
-    with Session(engine) as s:
-        population_model(session=s, now=now)  # cached per database and histories: the run reuses it
-
-
-def freeze_warm_heap() -> None:
-    """Move everything alive after start-up (modules, models, the world's caches: ~400k objects) out of
-    the garbage collector's reach. A full collection otherwise re-walks that whole heap, ~0.3-0.5 s on
-    this machine, and one fell inside about every other storm run; after the freeze it only walks what
-    the incident itself allocated. Objects alive now are never freed (they live as long as the
-    process anyway), so this is called once, after the warm-up, never per request."""
-    gc.collect()  # what is already garbage is freed first, not frozen
-    gc.freeze()
 
 
 def _steps(view: dict[str, Any]) -> list[dict[str, Any]]:

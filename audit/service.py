@@ -177,6 +177,17 @@ def list_records(
     return list(session.exec(stmt))
 
 
+def proposal_subjects(*, session: Session, incident_id: str) -> list[Any]:
+    """The subjects of an incident's proposal records, in chain order (the orders each plan saw),
+    without loading the plans themselves."""
+    stmt = (
+        select(DecisionRecord.subjects)
+        .where(DecisionRecord.incident_id == incident_id, DecisionRecord.stage == "proposal")
+        .order_by(col(DecisionRecord.seq))
+    )
+    return list(session.exec(stmt))
+
+
 def synthetic_rows(n: int, *, start: datetime | None = None) -> tuple[list[tuple[Any, ...]], str]:
     """``n`` chained records as raw rows in ``SYNTHETIC_INSERT`` column order, with JSON as canonical
     text and times in SQLite's stored form (for the verification benchmark); returns (rows, head)."""

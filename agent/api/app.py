@@ -10,6 +10,7 @@ from typing import Any
 from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from agent.api.limits import BodyLimitMiddleware
 from agent.api.metrics import Metrics
@@ -43,6 +44,7 @@ def create_app(
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         if background:
+            _warm_up(engine, worker)
             worker.start()
         try:
             yield
@@ -65,3 +67,23 @@ def create_app(
         app.include_router(module.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     return app
+
+
+def _warm_up(engine: Engine, worker: IncidentWorker) -> None:
+    """Before serving: load the models (the compensation model, the world's customer-value fit) so the
+    first incident does not pay for them, then take the warm heap out of the garbage collector's
+    walks (agent.runtime.freeze_warm_heap). Skipped without an agent runtime."""
+    if worker.runtime is None:
+        return
+    from agent.runtime import freeze_warm_heap, warm_models
+    from tools.service import world_now
+    from tools.state_machine import NotFound
+
+    now = None
+    try:
+        with Session(engine) as s:
+            now = world_now(session=s)
+    except NotFound:  # no world loaded yet: the customer-value fit happens on first use instead
+        pass
+    warm_models(engine=engine, now=now)
+    freeze_warm_heap()
