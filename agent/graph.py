@@ -81,19 +81,23 @@ def _plan(state: IncidentState, inc: Incident, rt: Ctx | None = None) -> Plan:
     if legacy:
         return Plan.model_validate(legacy)
     sha = state.get("plan_sha")
+    changed = PlanChanged(f"incident {inc.id} no longer holds the plan of thread {state['incident_id']}")
     if rt is not None and (handed := rt.context.handoff.get(f"plan:{sha}")) is not None:
+        # another process may have planned the incident meanwhile (a follow-up): the row says so
+        if inc.plan_sha != sha:
+            raise changed
         return handed[0]  # type: ignore[no-any-return]
     stored = inc.plan or {}
     if plan_digest(stored) != sha:
-        raise PlanChanged(f"incident {inc.id} no longer holds the plan of thread {state['incident_id']}")
+        raise changed
     return Plan.model_validate(stored)
 
 
-def _plan_dump(state: IncidentState, inc: Incident, rt: Ctx) -> dict[str, Any]:
-    """The plan as persisted (``Plan.model_dump(mode="json")``): its step dumps are what approval rows
-    and audit records store. Call after ``_plan``, which checked the stored one is this thread's."""
+def _plan_dump(state: IncidentState, rt: Ctx, plan: Plan) -> dict[str, Any]:
+    """``plan.model_dump(mode="json")``, what approval rows and audit records store of its steps: made
+    once by ``plan`` and handed over within the run, made again on a resumed run."""
     handed = rt.context.handoff.get(f"plan:{state.get('plan_sha')}")
-    return handed[1] if handed is not None else (state.get("plan") or inc.plan or {})  # type: ignore[no-any-return]
+    return handed[1] if handed is not None else plan.model_dump(mode="json")  # type: ignore[no-any-return]
 
 
 def brief_of(
@@ -218,7 +222,9 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         )
         plan = rc.planner.plan(brief_of(s, inc, state.get("focus_order_ids"), rc.handoff), snapshot, pctx)
         dumped = plan.model_dump(mode="json")
+        sha = plan_digest(dumped)
         inc.plan = dumped
+        inc.plan_sha = sha
         inc.planner = plan.planner
         inc.summary = plan.summary
         inc.step_status = {str(st.index): StepStatus.proposed.value for st in plan.steps}
@@ -234,7 +240,6 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             explanation=_explanations(plan),
             attributes={"llm_tool_calls": len(gathered)} if gathered else None,
         )
-    sha = plan_digest(dumped)
     rc.handoff[f"plan:{sha}"] = (plan, dumped)
     return {"plan_sha": sha, "step_status": dict(inc.step_status)}
 
@@ -289,7 +294,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 status[str(step.index)] = StepStatus.approved.value
         asking = [st for st in plan.steps if status[str(st.index)] == StepStatus.pending_approval.value]
         dumped = {str(i): v.model_dump(mode="json") for i, v in verdicts.items()}
-        step_dumps = {d["index"]: d for d in _plan_dump(state, inc, runtime).get("steps", [])}
+        step_dumps = {d["index"]: d for d in _plan_dump(state, runtime, plan).get("steps", [])}
         request_id = None
         if asking:
             # idempotent: a re-run of this node after a crash finds the request it already made

@@ -6,9 +6,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from sqlalchemy import JSON, Column
+import orjson
+from sqlalchemy import JSON, Column, bindparam, inspect, text, update
+from sqlalchemy.engine import Connection
 from sqlmodel import Field, SQLModel
 
+from tools.db import SCHEMA_UPGRADES, add_column, column_names
 from tools.models import ts_column
 
 
@@ -61,6 +64,7 @@ class Incident(IncidentBase, table=True):
     verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     step_status: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     snapshot_sha: str = ""
+    plan_sha: str = ""  # agent.graph.plan_digest of ``plan``: a node checks its thread's plan by this
     request_id: str | None = None
 
 
@@ -110,3 +114,31 @@ class ExecutedStep(SQLModel, table=True):
     approved_by: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     started_at: datetime = ts_column()
     finished_at: datetime | None = ts_column(nullable=True)
+
+
+def _upgrade_incident_events(conn: Connection) -> None:
+    """A database made before incidents kept their events as IncidentEvent rows only (the incident
+    row held the lists ``event_ids`` and ``payloads``, now unused): adds ``incident.event_count``,
+    ``incident.plan_sha`` and ``incidentevent.seq``, and fills the count and the positions from
+    ``event_ids``. A plan stored before ``plan_sha`` is checked by its digest instead (agent.graph)."""
+    if "incident" not in inspect(conn).get_table_names():
+        return
+    had_lists = "event_ids" in column_names(conn, "incident")
+    added = add_column(conn, "incident", "event_count", "INTEGER NOT NULL DEFAULT 0")
+    add_column(conn, "incident", "plan_sha", "VARCHAR NOT NULL DEFAULT ''")
+    added = add_column(conn, "incidentevent", "seq", "INTEGER NOT NULL DEFAULT 0") or added
+    if not (had_lists and added):
+        return
+    incidents = Incident.__table__  # type: ignore[attr-defined]
+    events = IncidentEvent.__table__  # type: ignore[attr-defined]
+    for incident_id, raw in conn.execute(text("SELECT id, event_ids FROM incident")).all():
+        ids: list[str] = orjson.loads(raw) if isinstance(raw, str | bytes) else list(raw or [])  # type: ignore[call-overload]
+        conn.execute(update(incidents).where(incidents.c.id == incident_id).values(event_count=len(ids)))
+        if ids:
+            conn.execute(
+                update(events).where(events.c.event_id == bindparam("eid")).values(seq=bindparam("pos")),
+                [{"eid": eid, "pos": pos} for pos, eid in enumerate(ids)],
+            )
+
+
+SCHEMA_UPGRADES.append(_upgrade_incident_events)

@@ -165,7 +165,13 @@ class AgentRuntime:
             snap = self.graph.get_state(self.config(thread_id))
             try:
                 if not snap.values:  # a new thread
-                    self._invoke({"incident_id": incident_id}, thread_id)
+                    start: dict[str, Any] = {"incident_id": incident_id}
+                    if thread_id != incident_id:
+                        # a follow-up whose first checkpoint was never written (the process stopped
+                        # right after switching threads): it plans the orders no plan covered, only
+                        with Session(self.engine) as s:
+                            start["focus_order_ids"] = self._uncovered(s, incident_id)
+                    self._invoke(start, thread_id)
                 elif snap.next and not _interrupts(snap):
                     self._invoke(None, thread_id)  # resume a run that stopped between nodes
                 self._follow_up(incident_id)
@@ -245,11 +251,23 @@ class AgentRuntime:
             inc = s.get(Incident, incident_id)
             return inc.thread_id if inc is not None and inc.thread_id else incident_id
 
+    @staticmethod
+    def _uncovered(session: Session, incident_id: str) -> list[str]:
+        """The incident's orders that no plan of it has covered yet (the ``proposal`` audit records
+        name the orders each plan saw)."""
+        from audit.service import proposal_subjects
+
+        inc = session.get(Incident, incident_id)
+        if inc is None:
+            return []
+        covered: set[str] = set()
+        for subjects in proposal_subjects(session=session, incident_id=incident_id):
+            covered.update((subjects or {}).get("orders", []))
+        return [o for o in inc.order_ids if o not in covered]
+
     def _follow_up(self, incident_id: str) -> str | None:
         """Run a follow-up thread for orders late events added after every plan; its id, or None.
         Called with the incident's lock held, once its current thread may have ended."""
-        from audit.service import proposal_subjects
-
         thread_id = self._thread_of(incident_id)
         snap = self.graph.get_state(self.config(thread_id))
         if not snap.values or snap.next:  # not started, waiting for approval, or stopped mid-run
@@ -258,10 +276,7 @@ class AgentRuntime:
             inc = s.get(Incident, incident_id)
             if inc is None:
                 return None
-            covered: set[str] = set()
-            for subjects in proposal_subjects(session=s, incident_id=incident_id):
-                covered.update((subjects or {}).get("orders", []))
-            focus = [o for o in inc.order_ids if o not in covered]
+            focus = self._uncovered(s, incident_id)
             if not focus:
                 return None
             n = int(thread_id.rsplit(":", 1)[1]) + 1 if ":" in thread_id else 2

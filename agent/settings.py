@@ -46,6 +46,11 @@ class Settings(BaseSettings):
     # first instead of each starting a run), and at the latest this long after the first one.
     intake_debounce_ms: int = 200
     intake_max_wait_ms: int = 1000
+    # POST /events answers 503 (repeat it) when its events are not committed within this time
+    intake_timeout_s: float = 30.0
+    # an incident left open, investigating or executing with no change for this long (its run was cut
+    # short: the process stopped) is run again by the service's worker
+    recover_after_s: int = 30
 
     # Service.
     host: str = "127.0.0.1"

@@ -142,7 +142,7 @@ def _index_subjects(session: Session, seq: int, subjects: Any) -> None:
         return
     mark = "?" if session.get_bind().dialect.paramstyle == "qmark" else "%s"
     session.connection().exec_driver_sql(
-        f"INSERT INTO recordsubject (seq, kind, subject_id) VALUES ({mark}, {mark}, {mark})", rows
+        f"INSERT INTO {RecordSubject.__tablename__} (seq, kind, subject_id) VALUES ({mark}, {mark}, {mark})", rows
     )
 
 

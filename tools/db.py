@@ -2,28 +2,43 @@
 
 from __future__ import annotations
 
+import json
 import sqlite3
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 import orjson
-from sqlalchemy import event
-from sqlalchemy.engine import Engine
+from sqlalchemy import event, inspect
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel, create_engine
 
 
 def json_dumps(value: object) -> str:
     """JSON columns' serializer: orjson (several times the standard library's speed on a storm's
-    ~300 KB plan); keys that are not strings are written as strings, like ``json.dumps`` does."""
-    return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS).decode()
+    ~300 KB plan); keys that are not strings are written as strings, like ``json.dumps`` does. What
+    orjson refuses and the standard library takes (an integer beyond 64 bits, text that is not
+    UTF-8) is written by the standard library, as before orjson."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_NON_STR_KEYS | orjson.OPT_SERIALIZE_NUMPY).decode()
+    except TypeError:
+        return json.dumps(value)
+
+
+def json_loads(text: str | bytes) -> object:
+    """JSON columns' deserializer: orjson, or the standard library for what only it reads back (the
+    escaped unpaired surrogates it may have written)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return json.loads(text)
 
 
 def make_engine(url: str) -> Engine:
     """Create an engine; SQLite gets WAL, a busy timeout and foreign keys. JSON columns use orjson."""
-    json_args = {"json_serializer": json_dumps, "json_deserializer": orjson.loads}
+    json_args = {"json_serializer": json_dumps, "json_deserializer": json_loads}
     if url.startswith("sqlite"):
         path = url.split("///", 1)[-1]
         memory = path in ("", ":memory:")
@@ -115,10 +130,34 @@ class WalCheckpointer:
             conn.close()
 
 
+# Upgrades of databases made by earlier versions, registered by the packages that own the tables
+# (agent.models: incidents keep an event count instead of event lists). ``create_all`` creates missing
+# tables but never alters one, so each upgrade adds its columns and fills them from what was there.
+SchemaUpgrade = Callable[[Connection], None]
+SCHEMA_UPGRADES: list[SchemaUpgrade] = []
+
+
+def column_names(conn: Connection, table: str) -> set[str]:
+    return {c["name"] for c in inspect(conn).get_columns(table)}
+
+
+def add_column(conn: Connection, table: str, column: str, ddl: str) -> bool:
+    """``ALTER TABLE table ADD COLUMN column ddl`` unless the column exists; True when it was added."""
+    if column in column_names(conn, table):
+        return False
+    conn.exec_driver_sql(f'ALTER TABLE "{table}" ADD COLUMN {column} {ddl}')
+    return True
+
+
 def init_db(engine: Engine) -> None:
-    """Create every table of every package (imports register them with SQLModel.metadata)."""
+    """Create every table of every package (imports register them with SQLModel.metadata), and bring
+    a database made by an earlier version up to date (``SCHEMA_UPGRADES``)."""
     import_all_models()
     SQLModel.metadata.create_all(engine)
+    if SCHEMA_UPGRADES:
+        with engine.begin() as conn:
+            for upgrade in SCHEMA_UPGRADES:
+                upgrade(conn)
 
 
 def drop_db(engine: Engine) -> None:

@@ -6,7 +6,7 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
 
 class ExceptionType(StrEnum):
@@ -37,6 +37,15 @@ class ExceptionEvent(BaseModel):
     customer_ids: list[str] = Field(default_factory=list, max_length=5000)
     payload: dict[str, Any] = Field(default_factory=dict)
 
+    @model_validator(mode="after")
+    def _storable_payload(self) -> ExceptionEvent:
+        # JSON may carry an unpaired surrogate ("\ud83d": an emoji cut in half by a client). Typed
+        # text fields refuse it (422); a payload value is Any, so it would pass, and could then be
+        # neither stored nor hashed into the audit. Such code points become U+FFFD, as the audit does
+        # with NUL: the event is kept and the damage stays visible.
+        self.payload = storable(self.payload)
+        return self
+
     def subjects(self) -> dict[str, list[str]]:
         return {
             "orders": self.order_ids,
@@ -48,3 +57,21 @@ class ExceptionEvent(BaseModel):
 
 def event_time(event: ExceptionEvent) -> datetime:
     return event.occurred_at
+
+
+def storable(value: Any) -> Any:
+    """``value`` with every string in it that is not valid UTF-8 (unpaired surrogates) repaired: the
+    bad code points become U+FFFD. What needs no repair comes back as the same object."""
+    if isinstance(value, str):
+        try:
+            value.encode("utf-8")
+        except UnicodeEncodeError:
+            return value.encode("utf-16", "surrogatepass").decode("utf-16", "replace")
+        return value
+    if isinstance(value, dict):
+        fixed = {k: storable(v) for k, v in value.items()}
+        return value if all(fixed[k] is v for k, v in value.items()) else fixed
+    if isinstance(value, list):
+        items = [storable(v) for v in value]
+        return value if all(a is b for a, b in zip(value, items, strict=True)) else items
+    return value

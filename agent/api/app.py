@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Request, Response
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
@@ -62,6 +65,7 @@ def create_app(
     app.state.metrics = metrics
     app.state.worker = worker
     app.state.token_cache = TokenCache(ttl_s=settings.auth_cache_s)
+    app.add_exception_handler(RequestValidationError, _validation_error)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (events, incidents, approvals, chat, feed, audit, world, me, health, web):
         app.include_router(module.router)
@@ -87,3 +91,11 @@ def _warm_up(engine: Engine, worker: IncidentWorker) -> None:
         pass
     warm_models(engine=engine, now=now)
     freeze_warm_heap()
+
+
+async def _validation_error(_: Request, exc: Exception) -> Response:
+    """422 with the field errors, as FastAPI renders them, but ASCII-escaped: the errors echo the
+    input, and input that is not UTF-8 (an unpaired surrogate) made FastAPI's own response fail (500)."""
+    assert isinstance(exc, RequestValidationError)
+    body = json.dumps({"detail": jsonable_encoder(exc.errors())}, ensure_ascii=True)
+    return Response(body, status_code=422, media_type="application/json")

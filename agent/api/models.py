@@ -74,7 +74,10 @@ class ChatMessagePublic(BaseModel):
 
 
 class Principal(BaseModel):
-    """Who is calling, as established by the bearer token (never by the payload)."""
+    """Who is calling, as established by the bearer token (never by the payload). Frozen: one object
+    serves every request of a token while it is cached (agent.api.service.TokenCache)."""
+
+    model_config = ConfigDict(frozen=True)
 
     token_id: int
     name: str

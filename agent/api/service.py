@@ -205,8 +205,12 @@ def incident_detail(*, session: Session, incident: Any) -> dict[str, Any]:
     executed = session.exec(
         select(ExecutedStep).where(ExecutedStep.incident_id == incident.id).order_by(col(ExecutedStep.step_index))
     ).all()
+    from agent.incidents import incident_event_ids
+
+    public = IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json")
+    public["event_ids"] = incident_event_ids(session=session, incident_id=incident.id)  # in the order they joined
     return {
-        "incident": IncidentPublic.model_validate(incident, from_attributes=True).model_dump(mode="json"),
+        "incident": public,
         "plan": {k: v for k, v in (incident.plan or {}).items() if k != "steps"} if incident.plan else None,
         "steps": incident_steps(incident),
         "executions": [e.model_dump(mode="json") for e in executed],

@@ -42,6 +42,15 @@ def build_runtime(*, engine: Engine, settings: Settings, clock: Clock) -> Any | 
         return None
 
 
+# the most events one intake transaction takes (a request is never split: one larger than this is
+# a group on its own, up to POST /events' own bound of 1,000)
+MAX_GROUP_EVENTS = 2000
+
+
+class IntakeTimeout(TimeoutError):
+    """Events were not committed in time (the database is busy); the request may be repeated."""
+
+
 class _Intake:
     """One request's events waiting to be ingested in a group, and what became of them: a blocking
     caller waits on ``ready``, a coroutine on its future (``waiter`` = (loop, future))."""
@@ -115,21 +124,27 @@ class IncidentWorker:
 
     # ---- intake ---------------------------------------------------------------------------
 
-    def submit(self, events: Sequence[ExceptionEvent]) -> list[Any]:
+    def submit(self, events: Sequence[ExceptionEvent], timeout_s: float | None = None) -> list[Any]:
         """Store the events (idempotent by id) and schedule a run for each incident that got a new
-        event; returns each event's IngestResult. Blocks until the events are committed."""
+        event; returns each event's IngestResult. Blocks until the events are committed, or raises
+        IntakeTimeout after ``timeout_s`` (the events may still be stored: posting them again is safe,
+        as every event id has one effect)."""
         item = self._enqueue(list(events), None)
-        item.ready.wait()
+        if not item.ready.wait(timeout_s):
+            raise IntakeTimeout(f"events not committed within {timeout_s} s")
         if item.error is not None:
             raise item.error
         return item.results
 
-    async def submit_async(self, events: Sequence[ExceptionEvent]) -> list[Any]:
+    async def submit_async(self, events: Sequence[ExceptionEvent], timeout_s: float | None = None) -> list[Any]:
         """``submit`` for the event loop: the request waits without holding a worker thread."""
         loop = asyncio.get_running_loop()
         item = self._enqueue(list(events), (loop, loop.create_future()))
         assert item.waiter is not None
-        return await item.waiter[1]  # type: ignore[no-any-return]
+        try:
+            return await asyncio.wait_for(asyncio.shield(item.waiter[1]), timeout_s)  # type: ignore[no-any-return]
+        except TimeoutError as exc:
+            raise IntakeTimeout(f"events not committed within {timeout_s} s") from exc
 
     def _enqueue(self, events: list[ExceptionEvent], waiter: Any) -> _Intake:
         if self.runtime is None:
@@ -157,25 +172,46 @@ class IncidentWorker:
                     self._intake_cond.wait()
                 if not self._intake_queue:
                     return
-                group, self._intake_queue = self._intake_queue, []
-            self._ingest_group(group)
-            accepted = duplicates = 0
-            incidents: dict[str, None] = {}
-            for item in group:
-                for r in item.results:
-                    if r.duplicate:
-                        duplicates += 1
-                    else:
-                        accepted += 1
-                        incidents[r.incident_id] = None
-            if duplicates:
-                self.metrics.inc("orderagent_events_duplicate_total", duplicates)
-            if accepted:
-                self.metrics.inc("orderagent_events_accepted_total", accepted)
-            for incident_id in incidents:
-                self.schedule(incident_id)
-            for item in group:
-                item.finish()
+                group = self._take_group()
+            try:
+                self._commit_group(group)
+            except Exception as exc:  # never leave a request without an answer, nor the thread dead
+                log.exception("intake group failed")
+                for item in group:
+                    if item.error is None and not item.results:
+                        item.error = exc
+                    item.finish()
+
+    def _take_group(self) -> list[_Intake]:
+        """The queued requests, up to MAX_GROUP_EVENTS events (at least one request): one transaction
+        and one IN (...) list stay bounded however many requests pile up."""
+        group: list[_Intake] = []
+        size = 0
+        while self._intake_queue and (not group or size + len(self._intake_queue[0].events) <= MAX_GROUP_EVENTS):
+            item = self._intake_queue.pop(0)
+            group.append(item)
+            size += len(item.events)
+        return group
+
+    def _commit_group(self, group: list[_Intake]) -> None:
+        self._ingest_group(group)
+        accepted = duplicates = 0
+        incidents: dict[str, None] = {}
+        for item in group:
+            for r in item.results:
+                if r.duplicate:
+                    duplicates += 1
+                else:
+                    accepted += 1
+                    incidents[r.incident_id] = None
+        if duplicates:
+            self.metrics.inc("orderagent_events_duplicate_total", duplicates)
+        if accepted:
+            self.metrics.inc("orderagent_events_accepted_total", accepted)
+        for incident_id in incidents:
+            self.schedule(incident_id)
+        for item in group:
+            item.finish()
 
     def _ingest_group(self, group: list[_Intake]) -> None:
         runtime = self.runtime
@@ -244,7 +280,7 @@ class IncidentWorker:
         started = time.perf_counter()
         try:
             runtime = self.runtime
-            assert runtime is not None  # only scheduled by submit(), which requires it
+            assert runtime is not None  # only scheduled by intake and recover(), which require it
             with self.run_lock:
                 outcome = runtime.run_incident(incident_id)
         except Exception:
@@ -288,16 +324,26 @@ class IncidentWorker:
 
     # ---- lifecycle ------------------------------------------------------------------------
 
-    def recover(self) -> list[str]:
+    def recover(self, older_than_s: float = 0.0) -> list[str]:
         """Queue the incidents that were accepted but whose run never finished (the process stopped
-        between intake and the end of the run); an incident waiting for approval stays waiting."""
+        between intake and the end of the run), unchanged for ``older_than_s`` seconds and not queued
+        or running here; an incident waiting for approval stays waiting. At start every one of them
+        (nothing runs here yet); then every few seconds with ``recover_after_s``, for what another
+        process left behind."""
+        from datetime import timedelta
+
         from sqlmodel import Session, col, select
 
         from agent.models import Incident, IncidentStatus
 
         unfinished = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
+        stmt = select(Incident.id).where(col(Incident.status).in_([x.value for x in unfinished]))
+        if older_than_s > 0:
+            stmt = stmt.where(col(Incident.updated_at) <= self.clock.now() - timedelta(seconds=older_than_s))
         with Session(self.engine) as s:
-            ids = list(s.exec(select(Incident.id).where(col(Incident.status).in_([x.value for x in unfinished]))))
+            found = list(s.exec(stmt))
+        with self._cond:
+            ids = [i for i in found if i not in self._due and i != self._running]
         for incident_id in ids:
             self.schedule(incident_id)
         if ids:
@@ -320,6 +366,10 @@ class IncidentWorker:
                     runtime.expire_due()
             except Exception:
                 log.exception("expiring approvals failed")
+            try:
+                self.recover(older_than_s=self.settings.recover_after_s)
+            except Exception:
+                log.exception("recovering unfinished incidents failed")
 
     def stop(self) -> None:
         """Ingest and run what is queued (a graceful stop leaves nothing for recovery), then stop."""

@@ -9,6 +9,7 @@ from pydantic import Field
 
 from agent.api.deps import IntegrationDep, WorkerDep
 from agent.api.models import EventAccepted, EventsAccepted
+from agent.api.worker import IntakeTimeout
 from tools.events import ExceptionEvent
 
 router = APIRouter(tags=["events"])
@@ -21,7 +22,10 @@ EventBatch = Annotated[list[ExceptionEvent], Field(min_length=1, max_length=MAX_
     "/events",
     status_code=status.HTTP_202_ACCEPTED,
     response_model=EventsAccepted,
-    responses={413: {"description": "body too large"}, 503: {"description": "agent runtime unavailable"}},
+    responses={
+        413: {"description": "body too large"},
+        503: {"description": "agent runtime unavailable, or the database too busy to commit in time (repeat it)"},
+    },
 )
 async def post_events(
     worker: WorkerDep,
@@ -35,7 +39,11 @@ async def post_events(
     events = body if isinstance(body, list) else [body]
     if worker.runtime is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail="the agent runtime is not available")
-    results = await worker.submit_async(events)
+    try:
+        results = await worker.submit_async(events, timeout_s=worker.settings.intake_timeout_s)
+    except IntakeTimeout as exc:
+        # the events may still be stored: posting them again is safe (each id has one effect)
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "1"}) from exc
     out = [
         EventAccepted(
             event_id=r.event_id, incident_id=r.incident_id, duplicate=r.duplicate, new_incident=r.new_incident

@@ -9,7 +9,7 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from sqlalchemy import func, text
 from sqlmodel import select
 
-from agent.api.deps import EngineDep, MetricsDep, SessionDep
+from agent.api.deps import EngineDep, MetricsDep, SessionDep, WorkerDep
 from agent.api.models import Health
 
 router = APIRouter(tags=["health"])
@@ -49,9 +49,14 @@ def readyz(request: Request, engine: EngineDep) -> Any:
 
 
 @router.get("/metrics", response_class=PlainTextResponse)
-def metrics(session: SessionDep, registry: MetricsDep) -> PlainTextResponse:
+def metrics(session: SessionDep, registry: MetricsDep, worker: WorkerDep) -> PlainTextResponse:
     """Prometheus text exposition: intake, incidents, approvals, execution and latency."""
-    gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {}
+    gauges: dict[str, tuple[str, list[tuple[dict[str, str], float]]]] = {
+        "orderagent_incident_runs_pending": (
+            "Incident runs queued (waiting for their events to pause) or running in this process.",
+            [({}, float(worker.pending()))],
+        )
+    }
     try:
         from agent.models import Incident
 

@@ -132,3 +132,22 @@ def test_incident_list_filters(api: Api) -> None:
     assert ids("until=2024-06-01T11:00:00Z") == []
     assert api.client.get("/incidents?status=bogus", headers=api.h("dispatcher")).status_code == 422
     assert api.client.get("/incidents/inc-nope", headers=api.h("dispatcher")).status_code == 404
+
+
+def test_text_cut_in_half_by_a_client_is_stored_repaired_not_refused(api: Api) -> None:
+    # valid JSON, but "\ud83d" alone (half an emoji) is not UTF-8: it could be neither stored nor hashed
+    body = event_body("ev-surrogate", type="customer_complaint")
+    body["payload"] = {"text": "cold food PLACEHOLDER", "nested": ["ok PLACEHOLDER"]}
+    raw = json.dumps(body).replace("PLACEHOLDER", "\\ud83d")
+    resp = api.client.post("/events", content=raw, headers={**api.h("integration"), "Content-Type": "application/json"})
+    assert resp.status_code == 202, resp.text
+    api.drain()
+    (stored,) = [e for e in _events(api) if e.event_id == "ev-surrogate"]
+    assert stored.event["payload"] == {"text": "cold food \ufffd", "nested": ["ok \ufffd"]}
+    # an id or other typed text field with one is refused outright, and nothing is stored
+    bad = json.dumps(event_body("ev-bad-PLACEHOLDER")).replace("PLACEHOLDER", "\\ud83d")
+    refused = api.client.post(
+        "/events", content=bad, headers={**api.h("integration"), "Content-Type": "application/json"}
+    )
+    assert refused.status_code == 422
+    assert not [e for e in _events(api) if e.event_id.startswith("ev-bad")]

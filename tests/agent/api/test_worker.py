@@ -549,3 +549,95 @@ def test_stop_ingests_and_runs_everything_queued(world: Engine, make_worker: Mak
     assert runs.incident_ids == [incident_id] and runs.runs[0][1] >= stop_called
     done = incident(world, incident_id)
     assert done.event_count == 2 and done.status != IncidentStatus.open
+
+
+# ---- recovery with a grace period, bounded groups, timeouts -----------------------------------
+
+
+def test_periodic_recovery_leaves_recent_queued_and_running_incidents_alone(
+    engine: Engine, make_worker: MakeWorker
+) -> None:
+    from datetime import timedelta
+
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    runs = record_runs(worker)
+    stale, fresh, queued = (
+        r.incident_id
+        for r in runtime_of(worker).ingest([stalled(f"ev-{z}", order=f"O-{z}", zone=z) for z in ("a", "b", "c")])
+    )
+    with Session(engine) as s:  # only "stale" has not changed for a minute
+        s.execute(update(Incident).where(col(Incident.id) == stale).values(updated_at=NOW - timedelta(seconds=61)))
+        s.execute(update(Incident).where(col(Incident.id) == queued).values(updated_at=NOW - timedelta(seconds=61)))
+        s.commit()
+    worker.schedule(queued)  # already waiting to run here: not queued twice
+    assert worker.recover(older_than_s=60) == [stale]
+    assert worker.pending() == 2
+    worker.drain(timeout_s=WAIT_S)
+    assert sorted(runs.incident_ids) == sorted([stale, queued])
+    assert fresh not in runs.incident_ids
+
+
+def test_an_intake_group_is_bounded_and_never_splits_a_request(engine: Engine, make_worker: MakeWorker) -> None:
+    import agent.api.worker as worker_module
+
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    items = [_Intake([stalled(f"g{i}-{k}", order=f"O{i}") for k in range(n)], None) for i, n in enumerate((3, 3, 5, 1))]
+    with worker._intake_cond:
+        worker._intake_queue.extend(items)
+        original = worker_module.MAX_GROUP_EVENTS
+        worker_module.MAX_GROUP_EVENTS = 6
+        try:
+            first = worker._take_group()
+            second = worker._take_group()
+            third = worker._take_group()
+        finally:
+            worker_module.MAX_GROUP_EVENTS = original
+    assert [len(i.events) for i in first] == [3, 3]
+    assert [len(i.events) for i in second] == [5, 1]
+    assert third == [] and worker._intake_queue == []
+    big = _Intake([stalled(f"big-{k}") for k in range(9)], None)  # larger than the bound: a group alone
+    with worker._intake_cond:
+        worker._intake_queue.append(big)
+        worker_module.MAX_GROUP_EVENTS = 6
+        try:
+            assert worker._take_group() == [big]
+        finally:
+            worker_module.MAX_GROUP_EVENTS = original
+
+
+def test_a_request_not_committed_in_time_gets_a_timeout_and_its_events_still_land(
+    engine: Engine, make_worker: MakeWorker
+) -> None:
+    from agent.api.worker import IntakeTimeout
+
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    spy = spy_ingest(worker, hold_first=True)
+    with pytest.raises(IntakeTimeout):
+        worker.submit([stalled("slow-1")], timeout_s=0.2)
+
+    async def late() -> None:
+        with pytest.raises(IntakeTimeout):
+            await worker.submit_async([stalled("slow-2")], timeout_s=0.2)
+
+    asyncio.run(late())
+    spy.release.set()  # the database answers at last: both requests' events are stored
+    assert worker.submit([stalled("after")], timeout_s=WAIT_S)[0].event_id == "after"
+    assert {"slow-1", "slow-2", "after"} <= set(stored_event_ids(engine))
+
+
+def test_a_failure_outside_the_ingest_still_answers_every_request_of_the_group(
+    engine: Engine, make_worker: MakeWorker
+) -> None:
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+
+    def broken_schedule(incident_id: str) -> None:
+        raise RuntimeError("scheduler broke")
+
+    worker.schedule = broken_schedule  # type: ignore[method-assign]
+    # the events were committed before scheduling broke: the request is answered with them (202)...
+    (accepted,) = worker.submit([stalled("ev-x")], timeout_s=WAIT_S)
+    assert accepted.event_id == "ev-x" and "ev-x" in stored_event_ids(engine)
+    del worker.schedule  # ...the intake thread survived and serves the next request...
+    assert worker.submit([stalled("ev-y", order="O9", zone="south")], timeout_s=WAIT_S)[0].event_id == "ev-y"
+    # ...and the incident that was never scheduled is found by recovery, not lost
+    assert accepted.incident_id in worker.recover()

@@ -1,0 +1,67 @@
+"""A database made by an earlier version (incidents holding their event lists) is brought up to date."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import text
+from sqlalchemy.engine import Engine
+from sqlmodel import Session
+
+from agent.incidents import incident_event_ids, incident_payloads, ingest_events
+from agent.models import Incident
+from tests.agent.test_incidents import T0, WINDOW, ev
+from tools.db import init_db, session_scope
+from tools.events import ExceptionType
+
+
+def _as_before(engine: Engine) -> None:
+    """The incident tables as the previous version made them: event lists on the incident row, no
+    event count, no event positions, no plan digest."""
+    with engine.begin() as conn:
+        for table, column in (("incident", "event_count"), ("incident", "plan_sha"), ("incidentevent", "seq")):
+            conn.execute(text(f'ALTER TABLE "{table}" DROP COLUMN {column}'))
+        conn.execute(text("ALTER TABLE incident ADD COLUMN event_ids JSON"))
+        conn.execute(text("ALTER TABLE incident ADD COLUMN payloads JSON"))
+        conn.execute(
+            text(
+                "INSERT INTO incident (id, thread_id, type, family, zone, status, planner, autonomy, summary,"
+                " opened_at, updated_at, last_event_at, event_ids, order_ids, rider_ids, store_ids,"
+                " customer_ids, payloads, verdicts, step_status, snapshot_sha)"
+                " VALUES ('inc-old', 'inc-old', 'order_late_risk', 'delivery_delay', 'z1', 'open', '', '', '',"
+                " :t, :t, :t, :ids, '[\"o1\"]', '[]', '[]', '[]', :payloads, '{}', '{}', '')"
+            ),
+            {
+                "t": T0,
+                "ids": '["late-b", "late-a"]',
+                "payloads": '[{"event_id": "late-b", "type": "order_late_risk", "minutes": 5}]',
+            },
+        )
+        for event_id in ("late-a", "late-b"):  # stored in another order than they joined
+            conn.execute(
+                text(
+                    "INSERT INTO incidentevent (event_id, incident_id, type, received_at, occurred_at, event)"
+                    " VALUES (:id, 'inc-old', 'order_late_risk', :t, :t, :event)"
+                ),
+                {"id": event_id, "t": T0, "event": f'{{"id": "{event_id}", "payload": {{"n": "{event_id}"}}}}'},
+            )
+
+
+def test_an_earlier_database_gets_event_counts_and_positions_from_its_event_lists(engine: Engine) -> None:
+    _as_before(engine)
+    init_db(engine)  # what the service does at start
+    init_db(engine)  # and again: the upgrade is done once
+    with Session(engine) as s:
+        inc = s.get(Incident, "inc-old")
+        assert inc is not None and inc.event_count == 2 and inc.plan_sha == ""
+        assert incident_event_ids(session=s, incident_id="inc-old") == ["late-b", "late-a"]
+        assert [p["n"] for p in incident_payloads(session=s, incident_id="inc-old")] == ["late-b", "late-a"]
+    # and it goes on working: a new event joins the old incident after its two
+    joining = ev("late-c", ExceptionType.order_late_risk, orders=["o1"], zone="z1")
+    with session_scope(engine) as s:
+        (result,) = ingest_events(session=s, events=[joining], now=T0 + timedelta(minutes=1), window_s=WINDOW)
+    assert result.incident_id == "inc-old" and not result.new_incident
+    with Session(engine) as s:
+        inc = s.get(Incident, "inc-old")
+        assert inc is not None and inc.event_count == 3
+        assert incident_event_ids(session=s, incident_id="inc-old") == ["late-b", "late-a", "late-c"]
