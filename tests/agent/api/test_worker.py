@@ -128,6 +128,21 @@ def wait_queued(worker: IncidentWorker, n: int) -> None:
         time.sleep(0.002)
 
 
+def meet_in_one_group(
+    worker: IncidentWorker, spy: IngestSpy, first: threading.Thread, others: list[threading.Thread]
+) -> None:
+    """Start ``first`` and hold its ingest; queue ``others`` behind it (they form the next group),
+    release, and wait for every thread."""
+    first.start()
+    assert spy.entered.wait(WAIT_S)  # the intake thread now holds the first group
+    for t in others:
+        t.start()
+    wait_queued(worker, len(others))
+    spy.release.set()
+    for t in [first, *others]:
+        t.join(WAIT_S)
+
+
 def run_threads(targets: Sequence[Callable[[], None]]) -> None:
     """Run each target on its own thread, started together; re-raise the first failure."""
     errors: list[BaseException] = []
@@ -357,18 +372,14 @@ def test_requests_queued_behind_a_write_are_ingested_in_one_call(engine: Engine,
 
         return go
 
-    first = threading.Thread(target=post(0, ["ev-0"]))
-    first.start()
-    assert spy.entered.wait(WAIT_S)  # the intake thread now holds ev-0's group
     requests = {n: [f"ev-{n}-a", f"ev-{n}-b"] for n in range(1, 6)}
     requests[6] = ["ev-0", "ev-6"]  # a repeat of an id committed by the first group
-    waiting = [threading.Thread(target=post(n, ids)) for n, ids in requests.items()]
-    for t in waiting:
-        t.start()
-    wait_queued(worker, len(requests))
-    spy.release.set()
-    for t in [first, *waiting]:
-        t.join(WAIT_S)
+    meet_in_one_group(
+        worker,
+        spy,
+        threading.Thread(target=post(0, ["ev-0"])),
+        [threading.Thread(target=post(n, ids)) for n, ids in requests.items()],
+    )
 
     assert len(spy.calls) == 2  # ev-0, then every queued request together
     assert sorted(spy.calls[1]) == sorted(e for ids in requests.values() for e in ids)
@@ -395,21 +406,17 @@ def test_a_bad_request_in_a_group_fails_alone(engine: Engine, make_worker: MakeW
 
         return go
 
-    held = threading.Thread(target=post("held", [stalled("ev-held", order="O1")]))
-    held.start()
-    assert spy.entered.wait(WAIT_S)
     group = {
         "good-1": [stalled("ev-good-1", order="O2")],
         "bad": [stalled("ev-fine-but-with-poison", order="O5"), stalled("ev-poison", order="O5")],
         "good-2": [stalled("ev-good-2a", order="O6"), stalled("ev-good-2b", order="O6")],
     }
-    threads = [threading.Thread(target=post(name, events)) for name, events in group.items()]
-    for t in threads:
-        t.start()
-    wait_queued(worker, len(group))
-    spy.release.set()
-    for t in [held, *threads]:
-        t.join(WAIT_S)
+    meet_in_one_group(
+        worker,
+        spy,
+        threading.Thread(target=post("held", [stalled("ev-held", order="O1")])),
+        [threading.Thread(target=post(name, events)) for name, events in group.items()],
+    )
 
     assert isinstance(outcome["bad"], ValueError) and "ev-poison" in str(outcome["bad"])
     assert [r.event_id for r in outcome["held"]] == ["ev-held"]
