@@ -49,7 +49,8 @@ def run_preset(
     *, preset: str, seed: int | None = None, db_url: str | None = None, planner: str | None = None
 ) -> dict[str, Any]:
     from agent.planners.base import Planner
-    from agent.runtime import AgentRuntime, freeze_warm_heap, make_planner, warm_models
+    from agent.runtime import AgentRuntime, make_planner
+    from agent.warmup import freeze_warm_heap, warm_models
     from tools.clock import FakeClock
     from tools.db import init_db, make_engine, session_scope
     from tools.service import world_now

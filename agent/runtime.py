@@ -20,7 +20,6 @@ a new incident (agent.incidents). A late event that adds no new order needs no f
 
 from __future__ import annotations
 
-import gc
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
@@ -392,37 +391,6 @@ class AgentRuntime:
             inc.updated_at = self.clock.now()
             s.add(inc)
             record(session=s, stage="error", incident=inc, reason=f"{type(exc).__name__}: {exc}")
-
-
-def warm_models(*, engine: Any = None, now: datetime | None = None) -> None:
-    """Train/load the compensation model once, and fit the world's customer-value population (about a
-    second on a fresh world), so that the first incident does not pay for them: the service calls
-    this at start-up, ``orderagent incident run`` before timing."""
-    try:
-        from tools.compensation.model import get_model
-
-        get_model()
-    except ImportError:
-        pass
-    if engine is None or now is None:
-        return
-    try:
-        from tools.customers.value import population_model
-    except ImportError:
-        return
-
-    with Session(engine) as s:
-        population_model(session=s, now=now)  # cached per database and histories: the run reuses it
-
-
-def freeze_warm_heap() -> None:
-    """Move everything alive after start-up (modules, models, the world's caches: ~400k objects) out of
-    the garbage collector's reach. A full collection otherwise re-walks that whole heap, ~0.3-0.5 s on
-    this machine, and one fell inside about every other storm run; after the freeze it only walks what
-    the incident itself allocated. Objects alive now are never freed (they live as long as the
-    process anyway), so this is called once, after the warm-up, never per request."""
-    gc.collect()  # what is already garbage is freed first, not frozen
-    gc.freeze()
 
 
 def incident_of(thread_id: str) -> str:

@@ -10,7 +10,6 @@
 
 from __future__ import annotations
 
-import gc
 import json
 import os
 import shutil
@@ -30,6 +29,7 @@ import httpx
 from sqlmodel import Session
 
 from agent.settings import get_settings
+from agent.warmup import freeze_warm_heap
 from evals.metrics import percentile
 from tools.clock import FakeClock
 from tools.customers.value import clear_world_caches
@@ -103,8 +103,7 @@ def bench_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
             if i == 2:
                 # as the service does after loading its models: the warm heap (~400k objects) leaves the
                 # collector's generations, so full collections stop walking it inside timed runs
-                gc.collect()
-                gc.freeze()
+                freeze_warm_heap()
             _reset_world(template, run_db, eng)
             clear_world_caches()
             assessed: list[float] = []

@@ -79,7 +79,7 @@ def _warm_up(engine: Engine, worker: IncidentWorker) -> None:
     walks (agent.runtime.freeze_warm_heap). Skipped without an agent runtime."""
     if worker.runtime is None:
         return
-    from agent.runtime import freeze_warm_heap, warm_models
+    from agent.warmup import freeze_warm_heap, warm_models
     from tools.service import world_now
     from tools.state_machine import NotFound
 

@@ -34,7 +34,7 @@ def test_the_background_checkpointer_copies_the_wal_into_the_database(tmp_path: 
         # commits leave their pages in the WAL: the backstop is far above what this writes
         assert conn.exec_driver_sql("PRAGMA wal_autocheckpoint").scalar() == WAL_BACKSTOP_PAGES
         conn.execute(text("CREATE TABLE blob (id INTEGER PRIMARY KEY, body TEXT)"))
-        for i in range(50):
+        for _ in range(50):
             conn.execute(text("INSERT INTO blob (body) VALUES (:b)"), {"b": "x" * 20_000})
     before = db.stat().st_size
     assert Path(f"{db}-wal").stat().st_size > 1_000_000 > before  # 1 MB in the WAL, not yet in the file
