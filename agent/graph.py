@@ -27,13 +27,12 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import interrupt
-from sqlalchemy.orm import defer
 from sqlmodel import Session
 
 from agent.context import RunContext
 from agent.execute import StepOutcome, run_step
 from agent.investigate import expand_scope, investigate
-from agent.models import Incident, IncidentStatus
+from agent.models import WITHOUT_PLAN, Incident, IncidentStatus
 from agent.plan import Plan, PlanStep, StepStatus
 from agent.planners.base import IncidentBrief, PlanContext
 from agent.records import load_snapshot, record
@@ -47,12 +46,8 @@ Ctx = Runtime[RunContext]
 SHARED_CHECK_RISKS = frozenset({"notify", "money", "escalate", "read"})
 
 
-# the plan and verdicts of a storm are ~0.5 MB of JSON: a node loads them only when it reads them
-_LAZY_COLUMNS = (defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[arg-type]
-
-
 def _incident(session: Session, incident_id: str) -> Incident:
-    inc = session.get(Incident, incident_id, options=_LAZY_COLUMNS)
+    inc = session.get(Incident, incident_id, options=WITHOUT_PLAN)
     if inc is None:
         raise LookupError(f"incident {incident_id} does not exist")
     return inc

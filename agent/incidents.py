@@ -22,15 +22,14 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import bindparam, insert, update
+from sqlalchemy import Select, bindparam, insert, update
 from sqlalchemy import select as sa_select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import defer
 from sqlmodel import Session, col, select
 
-from agent.models import OPEN_STATUSES, Incident, IncidentEvent, IncidentStatus
+from agent.models import OPEN_STATUSES, WITHOUT_PLAN, Incident, IncidentEvent, IncidentStatus
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import aware
 
@@ -173,11 +172,9 @@ def _ingest(
 _KNOWN_EVENTS = sa_select(col(IncidentEvent.event_id), col(IncidentEvent.incident_id)).where(
     col(IncidentEvent.event_id).in_(bindparam("ids", expanding=True))
 )
-# correlation reads the incidents' subjects, never their plans and verdicts (a storm's are ~0.5 MB)
+# correlation reads the incidents' subjects, never their plans and verdicts
 _OPEN_INCIDENTS = (
-    sa_select(Incident)
-    .where(col(Incident.status).in_([s.value for s in OPEN_STATUSES]))
-    .options(defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[arg-type]
+    sa_select(Incident).where(col(Incident.status).in_([s.value for s in OPEN_STATUSES])).options(*WITHOUT_PLAN)
 )
 
 
@@ -227,14 +224,9 @@ class _Absorbed:
 
     def add(self, event: ExceptionEvent) -> None:
         self.count += 1
-        for name, new in (
-            ("order_ids", event.order_ids),
-            ("rider_ids", event.rider_ids),
-            ("store_ids", event.store_ids),
-            ("customer_ids", event.customer_ids),
-        ):
+        for name in _SUBJECT_LISTS:  # the event names its subjects under the same names
             items, seen = self.lists[name]
-            for x in new:
+            for x in getattr(event, name):
                 if x not in seen:
                     seen.add(x)
                     items.append(x)
@@ -244,46 +236,44 @@ class _Absorbed:
             self.incident.last_event_at = event.occurred_at
 
     def changes(self, now: datetime) -> dict[str, Any]:
-        """The columns of a stored incident this batch changed."""
+        """The columns this batch changed: grown lists (new list objects), count, times."""
         out: dict[str, Any] = {name: self.lists[name][0] for name in self.grown}
         out.update(event_count=self.count, last_event_at=self.incident.last_event_at, updated_at=now)
         return out
 
     def write(self, now: datetime) -> None:
-        # JSON columns only persist on reassignment: every list is assigned anew
-        inc = self.incident
-        inc.event_count = self.count
-        inc.order_ids = self.lists["order_ids"][0]
-        inc.rider_ids = self.lists["rider_ids"][0]
-        inc.store_ids = self.lists["store_ids"][0]
-        inc.customer_ids = self.lists["customer_ids"][0]
-        inc.updated_at = now
+        """The changes onto the ORM object (an incident this batch opened; JSON columns only persist
+        on reassignment, and ``changes`` gives every grown list anew)."""
+        for name, value in self.changes(now).items():
+            setattr(self.incident, name, value)
+
+
+def _events_in_order(incident_id: str, *columns: Any) -> Select[Any]:
+    """SELECT ``columns`` of the incident's events, in the order they joined it."""
+    return (
+        sa_select(*columns)
+        .where(col(IncidentEvent.incident_id) == incident_id)
+        .order_by(col(IncidentEvent.seq), col(IncidentEvent.event_id))
+    )
 
 
 def incident_event_ids(*, session: Session, incident_id: str) -> list[str]:
     """The incident's event ids in the order they joined it."""
-    return list(
-        session.exec(
-            select(IncidentEvent.event_id)
-            .where(IncidentEvent.incident_id == incident_id)
-            .order_by(col(IncidentEvent.seq), col(IncidentEvent.event_id))
-        )
-    )
+    return list(session.scalars(_events_in_order(incident_id, col(IncidentEvent.event_id))))
 
 
 def incident_payloads(*, session: Session, incident_id: str) -> list[dict[str, Any]]:
     """The payloads of the incident's events in the order they joined it, each with its event's id
     and type (what planners and the investigation read: a rider's last position, a complaint's text)."""
-    rows = session.exec(  # type: ignore[call-overload]
-        sa_select(col(IncidentEvent.event_id), col(IncidentEvent.type), col(IncidentEvent.event))
-        .where(col(IncidentEvent.incident_id) == incident_id)
-        .order_by(col(IncidentEvent.seq), col(IncidentEvent.event_id))
+    rows = session.execute(
+        _events_in_order(incident_id, col(IncidentEvent.event_id), col(IncidentEvent.type), col(IncidentEvent.event))
     ).all()
-    return [
-        {"event_id": event_id, "type": type_, **payload}
-        for event_id, type_, event in rows
-        if (payload := (event or {}).get("payload"))
-    ]
+    out: list[dict[str, Any]] = []
+    for event_id, type_, event in rows:
+        payload: dict[str, Any] = cast(dict[str, Any], event or {}).get("payload") or {}
+        if payload:
+            out.append({"event_id": event_id, "type": type_, **payload})
+    return out
 
 
 def get_incident(*, session: Session, incident_id: str) -> Incident | None:

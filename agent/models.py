@@ -9,6 +9,7 @@ from typing import Any
 import orjson
 from sqlalchemy import JSON, Column, bindparam, inspect, text, update
 from sqlalchemy.engine import Connection
+from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
 from tools.db import SCHEMA_UPGRADES, add_column, column_names
@@ -66,6 +67,11 @@ class Incident(IncidentBase, table=True):
     snapshot_sha: str = ""
     plan_sha: str = ""  # agent.graph.plan_digest of ``plan``: a node checks its thread's plan by this
     request_id: str | None = None
+
+
+# loader options for the many readers of an incident that do not read its plan and verdicts (a storm's
+# are ~0.5 MB of JSON): they are loaded when first touched instead
+WITHOUT_PLAN = (defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[arg-type]
 
 
 class IncidentPublic(IncidentBase):

@@ -32,14 +32,14 @@ import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from sqlalchemy.engine import Engine
-from sqlmodel import Session
+from sqlmodel import Session, select
 
 from agent.checkpoint import open_checkpointer
 from agent.context import RunContext
 from agent.execute import AfterCommit, list_executed
 from agent.graph import compile_graph
 from agent.incidents import IngestResult, incident_event_ids, ingest_events
-from agent.models import Incident, IncidentStatus
+from agent.models import WITHOUT_PLAN, Incident, IncidentStatus
 from agent.planners.base import Planner
 from agent.records import record
 from agent.settings import Settings, get_settings
@@ -210,7 +210,7 @@ class AgentRuntime:
                 reason=reason,
             )
             req = get_request(session=s, request_id=request_id)
-            inc = s.get(Incident, req.incident_id)
+            inc = s.get(Incident, req.incident_id, options=WITHOUT_PLAN)
             if inc is not None:
                 record(
                     session=s,
@@ -247,8 +247,8 @@ class AgentRuntime:
 
     def _thread_of(self, incident_id: str) -> str:
         with Session(self.engine) as s:
-            inc = s.get(Incident, incident_id)
-            return inc.thread_id if inc is not None and inc.thread_id else incident_id
+            thread_id = s.exec(select(Incident.thread_id).where(Incident.id == incident_id)).first()
+            return thread_id or incident_id
 
     @staticmethod
     def _uncovered(session: Session, incident_id: str) -> list[str]:
@@ -256,7 +256,7 @@ class AgentRuntime:
         name the orders each plan saw)."""
         from audit.service import proposal_subjects
 
-        inc = session.get(Incident, incident_id)
+        inc = session.get(Incident, incident_id, options=WITHOUT_PLAN)
         if inc is None:
             return []
         covered: set[str] = set()
@@ -272,7 +272,7 @@ class AgentRuntime:
         if not snap.values or snap.next:  # not started, waiting for approval, or stopped mid-run
             return None
         with session_scope(self.engine) as s:
-            inc = s.get(Incident, incident_id)
+            inc = s.get(Incident, incident_id, options=WITHOUT_PLAN)
             if inc is None:
                 return None
             focus = self._uncovered(s, incident_id)
@@ -303,7 +303,7 @@ class AgentRuntime:
             expired = expire_due(session=s, now=self.clock.now())
             threads = []
             for req in expired:
-                inc = s.get(Incident, req.incident_id)
+                inc = s.get(Incident, req.incident_id, options=WITHOUT_PLAN)
                 if inc is not None:
                     record(
                         session=s,
@@ -384,7 +384,7 @@ class AgentRuntime:
     def _fail(self, incident_id: str, exc: Exception) -> None:
         log.exception("incident_failed", incident_id=incident_id)
         with session_scope(self.engine) as s:
-            inc = s.get(Incident, incident_id)
+            inc = s.get(Incident, incident_id, options=WITHOUT_PLAN)
             if inc is None:
                 return
             inc.status = IncidentStatus.failed

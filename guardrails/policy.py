@@ -131,10 +131,10 @@ def _add(found: list[str], seen: set[str], value: Any) -> None:
 def step_subjects(args: dict[str, Any]) -> StepSubjects:
     """Walk the arguments: ``order_id(s)``, ``rider_id(s)``, ``customer_id(s)`` at any depth; a dict
     holding both an order and a rider is an assignment; a dict with ``amount_cents`` is money."""
-    # Dicts are visited depth first in document order (a dict before what it contains), with plain
-    # lists and sets, and one model is built at the end without validation (the values are built
-    # right here): a validated StepSubjects() deep-copies its five list defaults, and a plan computes
-    # ~1,000 of these
+    # Dicts are visited depth first in document order (a dict before what it contains). Plain lists
+    # and sets collect the ids, and one model is built at the end without validation (the values are
+    # built right here): a validated StepSubjects() deep-copies its five list defaults, and a plan
+    # computes ~1,000 of these
     order_ids: list[str] = []
     rider_ids: list[str] = []
     customer_ids: list[str] = []
@@ -418,6 +418,8 @@ def assess_plan(
     and cancellations add up across the plan (six one-order cancel steps are a mass cancellation).
     ``subjects``: each step's ``step_subjects`` by step index, when the caller has them already."""
     policy = policy or load_policy()
+    if subjects is None:
+        subjects = {st.index: step_subjects(st.args) for st in steps}
     spent = ctx.incident_spent_cents
     out: dict[int, Verdict] = {}
     cancelled: list[str] = []
@@ -429,14 +431,10 @@ def assess_plan(
         if step_ctx.incident_spent_cents != spent:
             step_ctx = ctx.model_copy(update={"incident_spent_cents": spent})
         rule = policy.tool_rule(step.tool)
-        subj = None
-        if rule is not None and rule.risk != "read":
-            subj = subjects[step.index] if subjects is not None else step_subjects(step.args)
+        subj = subjects[step.index]
         verdict = _assess(step, step_ctx, policy, subj, in_scope)
         out[step.index] = verdict
         if verdict.decision != Decision.block and rule is not None:
-            if subj is None:
-                subj = subjects[step.index] if subjects is not None else step_subjects(step.args)
             spent += _spend(rule, subj)
             if rule.risk == "cancel":
                 cancelled += [o for o in subj.order_ids if o not in cancelled]
