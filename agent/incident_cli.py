@@ -106,7 +106,8 @@ def run_preset(
         "elapsed_ms": round(watch.first_mark_ms or total_ms, 1),
         "total_ms": round(total_ms, 1),
         "audit": f"{_redact(db_url)} (table decisionrecord; verify: orderagent audit verify --database-url <url>)",
-        "error": next((o.error for o in outcomes if o.error), None),
+        "error": next((o.error for o in outcomes if o.error), None)
+        or next((f"{o.incident_id}: run lease held by another process" for o in outcomes if o.held_elsewhere), None),
     }
 
 

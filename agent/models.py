@@ -122,6 +122,16 @@ class ExecutedStep(SQLModel, table=True):
     finished_at: datetime | None = ts_column(nullable=True)
 
 
+class RunLease(SQLModel, table=True):
+    """Which process runs an incident's graph now, until when (see agent.lease). Wall-clock epoch
+    seconds: a lease outlives neither its holder's renewals nor a simulation's clock."""
+
+    incident_id: str = Field(primary_key=True)
+    holder: str
+    acquired_at: float
+    expires_at: float
+
+
 def _upgrade_incident_events(conn: Connection) -> None:
     """A database made before incidents kept their events as IncidentEvent rows only (the incident
     row held the lists ``event_ids`` and ``payloads``, now unused): adds ``incident.event_count``,

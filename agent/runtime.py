@@ -4,9 +4,16 @@ It owns the compiled graph and its checkpointer, ingests events, runs an inciden
 ends or waits for approval, records supervisors' decisions and resumes the thread once a request is
 resolved, and expires overdue requests (whose safe default then applies: nothing runs).
 
-Runs of one thread are serialised by a per-thread lock within the process; across processes the
-checkpointer, the approval queue's optimistic versions and the executor's idempotency keys keep a
-doubled resume harmless.
+Runs of one incident are serialised by a lock per incident within the process, and across processes
+sharing the database by a run lease (agent.lease): a run or resume that finds the lease held by
+another process does not start (``IncidentOutcome.held_elsewhere``; the service's worker tries again
+later). Behind that, the approval queue's optimistic versions and the executor's idempotency keys
+keep any doubled step harmless.
+
+A thread waiting for approval whose request was settled (every step decided, or expired) but which
+was never resumed (the process stopped between the decision's commit and the resume, or the resume
+found the lease held elsewhere) is resumed by the next ``run_incident`` of its incident; the worker's
+recovery finds such incidents.
 
 Late events: an event that joins an open incident after its thread has planned (say while a refund
 waits for approval) would otherwise never be planned for. When the incident's thread has ended (its
@@ -39,6 +46,7 @@ from agent.context import RunContext
 from agent.execute import AfterCommit, list_executed
 from agent.graph import compile_graph
 from agent.incidents import IngestResult, incident_event_ids, ingest_events
+from agent.lease import LeaseKeeper
 from agent.models import WITHOUT_PLAN, Incident, IncidentStatus
 from agent.planners.base import Planner
 from agent.records import record
@@ -62,6 +70,7 @@ class IncidentOutcome:
     interrupt: dict[str, Any] | None  # the approval payload when the thread waits for supervisors
     error: str | None = None
     elapsed_ms: float = 0.0
+    held_elsewhere: bool = False  # another process holds the run lease: nothing ran here
 
     @property
     def waiting(self) -> bool:
@@ -87,6 +96,7 @@ class AgentRuntime:
     policy: Any = None
     after_commit: AfterCommit | None = None
     on_assessed: Callable[[], None] | None = None
+    leases: LeaseKeeper | None = None  # default: this process's keeper with settings.run_lease_s
 
     def __post_init__(self) -> None:
         if self.planner is None:
@@ -99,6 +109,9 @@ class AgentRuntime:
         if (db_path := sqlite_path(self.engine)) is not None:
             self._stack.callback(WalCheckpointer(db_path).start().stop)
         self.checkpointer = open_checkpointer(self.engine, self._stack)
+        if self.leases is None:
+            self.leases = LeaseKeeper(self.engine, ttl_s=self.settings.run_lease_s)
+        self._stack.callback(self.leases.close)
         self.graph = compile_graph(self.checkpointer)
         self._locks: dict[str, threading.Lock] = {}
         self._locks_guard = threading.Lock()
@@ -159,7 +172,13 @@ class AgentRuntime:
         """Run the thread until it ends or waits for approval; a crashed run continues where it stopped."""
         started = time.perf_counter()
         incident_id = incident_of(incident_id)
-        with self._lock(incident_id):
+        assert self.leases is not None
+        with self._lock(incident_id), self.leases.hold(incident_id) as mine:
+            if not mine:
+                log.info("incident_run_held_elsewhere", incident_id=incident_id)
+                out = self.outcome(incident_id)
+                out.held_elsewhere = True
+                return out
             thread_id = self._thread_of(incident_id)
             snap = self.graph.get_state(self.config(thread_id))
             try:
@@ -173,6 +192,9 @@ class AgentRuntime:
                     self._invoke(start, thread_id)
                 elif snap.next and not _interrupts(snap):
                     self._invoke(None, thread_id)  # resume a run that stopped between nodes
+                elif _interrupts(snap) and self._settled(snap):
+                    # decided or expired, but never resumed (see the module docstring)
+                    self._invoke(Command(resume={"resumed_at": self.clock.now().isoformat()}), thread_id)
                 self._follow_up(incident_id)
             except Exception as exc:  # recorded and surfaced, never swallowed silently
                 self._fail(incident_id, exc)
@@ -231,9 +253,14 @@ class AgentRuntime:
         return DecisionOutcome(request_id, step_index, result, resumed, incident_out)
 
     def resume(self, thread_id: str) -> bool:
-        """Resume a thread waiting in ``approve``; False when it is not waiting (already resumed)."""
+        """Resume a thread waiting in ``approve``; False when it is not waiting (already resumed) or
+        another process holds the incident's run lease (its next run resumes it)."""
         incident_id = incident_of(thread_id)
-        with self._lock(incident_id):
+        assert self.leases is not None
+        with self._lock(incident_id), self.leases.hold(incident_id) as mine:
+            if not mine:
+                log.info("incident_resume_held_elsewhere", incident_id=incident_id, thread_id=thread_id)
+                return False
             snap = self.graph.get_state(self.config(thread_id))
             if not _interrupts(snap):
                 return False
@@ -244,6 +271,17 @@ class AgentRuntime:
             except Exception as exc:
                 self._fail(incident_id, exc)
             return True
+
+    def _settled(self, snap: Any) -> bool:
+        """The approval request a waiting thread waits for no longer waits for anyone."""
+        from guardrails.models import ApprovalRequest, RequestStatus
+
+        request_id = (snap.values or {}).get("request_id")
+        if not request_id:
+            return False
+        with Session(self.engine) as s:
+            req = s.get(ApprovalRequest, request_id)
+            return req is not None and req.status != RequestStatus.pending
 
     def _thread_of(self, incident_id: str) -> str:
         with Session(self.engine) as s:

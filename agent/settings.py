@@ -51,6 +51,9 @@ class Settings(BaseSettings):
     # an incident left open, investigating or executing with no change for this long (its run was cut
     # short: the process stopped) is run again by the service's worker
     recover_after_s: int = 30
+    # a process running an incident holds its run lease; one that died holding it blocks the incident
+    # this long at most (the holder renews it every third of this while the run lasts)
+    run_lease_s: float = 60.0
 
     # Service.
     host: str = "127.0.0.1"

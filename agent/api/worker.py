@@ -9,6 +9,10 @@ one incident and start one run instead of hundreds, and intake is not slowed dow
 make redundant. An event for an incident that is running queues one more run after it (its late
 events are planned in a follow-up thread). On start, incidents that were accepted but never finished
 (the process stopped in between) are queued again: an accepted event is never left unplanned.
+
+Several service processes may share one database. A run that finds the incident's run lease held by
+another process (agent.lease) is queued again ``LEASE_RETRY_S`` later, and recovery also queues the
+incidents whose approval request was settled but whose thread was never resumed.
 """
 
 from __future__ import annotations
@@ -28,6 +32,9 @@ from tools.clock import Clock, SystemClock
 from tools.events import ExceptionEvent
 
 log = structlog.get_logger(__name__)
+
+# a run that found the incident leased by another process tries again after this long
+LEASE_RETRY_S = 1.0
 
 
 def build_runtime(*, engine: Engine, settings: Settings, clock: Clock) -> Any | None:
@@ -105,8 +112,9 @@ class IncidentWorker:
         )
         self.debounce_s = settings.intake_debounce_ms / 1000.0
         self.max_wait_s = max(settings.intake_max_wait_ms, settings.intake_debounce_ms) / 1000.0
-        # incident -> (when it is due to run, the latest it may be pushed to), monotonic seconds
-        self._due: dict[str, tuple[float, float]] = {}
+        # incident -> (when it is due to run, the latest it may be pushed to, whether it waits for a
+        # lease held elsewhere: a drain does not hurry such a retry and a stop drops it), monotonic s
+        self._due: dict[str, tuple[float, float, bool]] = {}
         self._running: str | None = None
         self._flush = 0  # > 0 while someone waits for every queued run (drain, stop): no debounce
         self._cond = threading.Condition()
@@ -238,8 +246,18 @@ class IncidentWorker:
         """Queue a run of the incident, due once its events pause (see the module docstring)."""
         now = time.monotonic()
         with self._cond:
-            _, latest = self._due.get(incident_id, (0.0, now + self.max_wait_s))
-            self._due[incident_id] = (min(now + self.debounce_s, latest), latest)
+            _, latest, _ = self._due.get(incident_id, (0.0, now + self.max_wait_s, False))
+            self._due[incident_id] = (min(now + self.debounce_s, latest), latest, False)
+            self._ensure_runner()
+            self._cond.notify_all()
+
+    def retry_later(self, incident_id: str, delay_s: float = LEASE_RETRY_S) -> None:
+        """Queue the incident again in ``delay_s`` (another process holds its run lease now)."""
+        with self._cond:
+            if incident_id in self._due:  # already queued (an event came meanwhile): that run will do
+                return
+            due = time.monotonic() + delay_s
+            self._due[incident_id] = (due, due, True)
             self._ensure_runner()
             self._cond.notify_all()
 
@@ -251,12 +269,17 @@ class IncidentWorker:
     def _next_due(self) -> str | None:
         """The incident to run now, or None; waits on the condition (held) until one is due."""
         while not self._stop.is_set() or (self._flush and self._due):
+            if self._stop.is_set():  # a lease held elsewhere is the holder's (or the next start's) to run
+                for incident_id in [k for k, v in self._due.items() if v[2]]:
+                    del self._due[incident_id]
+                if not self._due:
+                    break
             if not self._due:
                 self._cond.wait(1.0)
                 continue
-            incident_id, (due, _) = min(self._due.items(), key=lambda kv: kv[1][0])
+            incident_id, (due, _, retry) = min(self._due.items(), key=lambda kv: kv[1][0])
             wait = due - time.monotonic()
-            if wait <= 0 or self._flush:
+            if wait <= 0 or (self._flush and not retry):
                 del self._due[incident_id]
                 self._running = incident_id
                 return incident_id
@@ -286,6 +309,10 @@ class IncidentWorker:
         except Exception:
             log.exception("incident run failed", incident_id=incident_id)
             self.metrics.inc("orderagent_incident_runs_total", outcome="error")
+            return
+        if getattr(outcome, "held_elsewhere", False):
+            self.metrics.inc("orderagent_incident_runs_total", outcome="held_elsewhere")
+            self.retry_later(incident_id)
             return
         self.metrics.observe("orderagent_decision_latency_seconds", time.perf_counter() - started)
         status = getattr(outcome, "status", None) or "done"
@@ -320,14 +347,20 @@ class IncidentWorker:
         if self.runtime is None:
             raise RuntimeError("the agent runtime is not available")
         with self.run_lock:
-            return self.runtime.decide(**kwargs)
+            out = self.runtime.decide(**kwargs)
+        if out.incident is not None and not out.resumed:
+            # settled, but the thread did not resume here (its lease is held elsewhere, or another
+            # decision resumed it already): a run resumes it if it still waits
+            self.schedule(out.incident.incident_id)
+        return out
 
     # ---- lifecycle ------------------------------------------------------------------------
 
     def recover(self, older_than_s: float = 0.0) -> list[str]:
         """Queue the incidents that were accepted but whose run never finished (the process stopped
         between intake and the end of the run), unchanged for ``older_than_s`` seconds and not queued
-        or running here; an incident waiting for approval stays waiting. At start every one of them
+        or running here; an incident waiting for approval stays waiting, unless its request no longer
+        waits (decided or expired, but the thread never resumed). At start every one of them
         (nothing runs here yet); then every few seconds with ``recover_after_s``, for what another
         process left behind."""
         from datetime import timedelta
@@ -335,13 +368,23 @@ class IncidentWorker:
         from sqlmodel import Session, col, select
 
         from agent.models import Incident, IncidentStatus
+        from guardrails.models import ApprovalRequest, RequestStatus
 
         unfinished = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
         stmt = select(Incident.id).where(col(Incident.status).in_([x.value for x in unfinished]))
+        # waiting for a request that no longer waits: decided or expired, never resumed
+        settled = (
+            select(Incident.id)
+            .join(ApprovalRequest, col(ApprovalRequest.id) == col(Incident.request_id))
+            .where(Incident.status == IncidentStatus.awaiting_approval)
+            .where(col(ApprovalRequest.status) != RequestStatus.pending)
+        )
         if older_than_s > 0:
-            stmt = stmt.where(col(Incident.updated_at) <= self.clock.now() - timedelta(seconds=older_than_s))
+            since = self.clock.now() - timedelta(seconds=older_than_s)
+            stmt = stmt.where(col(Incident.updated_at) <= since)
+            settled = settled.where(col(Incident.updated_at) <= since)
         with Session(self.engine) as s:
-            found = list(s.exec(stmt))
+            found = list(dict.fromkeys([*s.exec(stmt), *s.exec(settled)]))
         with self._cond:
             ids = [i for i in found if i not in self._due and i != self._running]
         for incident_id in ids:

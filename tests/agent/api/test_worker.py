@@ -648,3 +648,91 @@ def test_a_failure_outside_the_ingest_still_answers_every_request_of_the_group(
     assert worker.submit([stalled("ev-y", order="O9", zone="south")], timeout_s=WAIT_S)[0].event_id == "ev-y"
     # ...and the incident that was never scheduled is found by recovery, not lost
     assert accepted.incident_id in worker.recover()
+
+
+# ---- other processes: run leases, settled requests ----------------------------------------------
+
+
+def test_a_run_leased_by_another_process_is_retried_until_the_lease_is_free(
+    world: Engine, make_worker: MakeWorker
+) -> None:
+    from agent.lease import LeaseKeeper
+
+    worker = make_worker(world, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    runs = record_runs(worker, real=True)
+    (res,) = runtime_of(worker).ingest([stalled("ev-1")])
+    other = LeaseKeeper(world, holder="another-process")
+    try:
+        assert other.try_acquire(res.incident_id)
+        worker.schedule(res.incident_id)
+        with pytest.raises(TimeoutError):  # the run is not given up while it waits for the lease
+            worker.drain(timeout_s=2.5)
+        runs.wait_for(2)  # tried, and tried again a second later
+        assert incident(world, res.incident_id).status == IncidentStatus.open
+        assert worker.pending() == 1
+        other.release(res.incident_id)
+        worker.drain(timeout_s=WAIT_S)
+    finally:
+        other.close()
+    ran = incident(world, res.incident_id)
+    assert ran.status != IncidentStatus.open and ran.plan is not None
+    assert worker.pending() == 0
+
+
+def test_stop_leaves_a_run_leased_elsewhere_to_its_holder(world: Engine, make_worker: MakeWorker) -> None:
+    from agent.lease import LeaseKeeper
+
+    worker = make_worker(world, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    runs = record_runs(worker, real=True)
+    (res,) = runtime_of(worker).ingest([stalled("ev-1")])
+    other = LeaseKeeper(world, holder="another-process")
+    try:
+        assert other.try_acquire(res.incident_id)
+        worker.schedule(res.incident_id)
+        with pytest.raises(TimeoutError):
+            worker.drain(timeout_s=0.5)
+        runs.wait_for(1)
+        started = time.monotonic()
+        worker.stop()
+        assert time.monotonic() - started < 5  # no wait for the other process's lease
+        assert worker.pending() == 0
+        assert incident(world, res.incident_id).status == IncidentStatus.open
+    finally:
+        other.close()
+
+
+def test_recover_queues_an_incident_whose_settled_request_was_never_resumed(
+    engine: Engine, make_worker: MakeWorker
+) -> None:
+    from guardrails.models import ApprovalRequest, RequestStatus
+
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    runs = record_runs(worker)
+    settled = make_pending_request(engine, incident_id="inc-settled", order_id="O1")
+    waiting = make_pending_request(engine, incident_id="inc-waiting", order_id="O2")
+    with Session(engine) as s:
+        for incident_id, request_id in (("inc-settled", settled), ("inc-waiting", waiting)):  # as assess sets it
+            s.execute(update(Incident).where(col(Incident.id) == incident_id).values(request_id=request_id))
+        s.execute(
+            update(ApprovalRequest).where(col(ApprovalRequest.id) == settled).values(status=RequestStatus.resolved)
+        )
+        s.commit()
+    assert worker.recover() == ["inc-settled"]
+    worker.drain(timeout_s=WAIT_S)
+    assert runs.incident_ids == ["inc-settled"]
+
+
+def test_a_settled_decision_not_resumed_here_queues_a_run(engine: Engine, make_worker: MakeWorker) -> None:
+    worker = make_worker(engine, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
+    runs = record_runs(worker)
+    outcomes = {
+        "held": SimpleNamespace(resumed=False, incident=SimpleNamespace(incident_id="inc-held")),
+        "resumed": SimpleNamespace(resumed=True, incident=SimpleNamespace(incident_id="inc-resumed")),
+        "open": SimpleNamespace(resumed=False, incident=None),  # steps still wait: nothing to resume
+    }
+    runtime_of(worker).decide = lambda **kw: outcomes[kw["request_id"]]
+    for request_id in outcomes:
+        assert worker.decide(request_id=request_id) is outcomes[request_id]
+    assert worker.pending() == 1
+    worker.drain(timeout_s=WAIT_S)
+    assert runs.incident_ids == ["inc-held"]

@@ -1,0 +1,316 @@
+"""Run leases across processes (agent.lease): one holder at a time, expiry and renewal, the take-over
+of a dead local holder; the runtime does not run an incident leased elsewhere, and a thread whose
+approval request was settled but never resumed is resumed by the next run of its incident."""
+
+from __future__ import annotations
+
+import os
+import socket
+import subprocess
+import sys
+import threading
+import time
+from typing import Any
+
+import pytest
+from sqlalchemy.engine import Engine
+from sqlmodel import Session, col, select
+
+from agent.lease import LeaseKeeper, holder_is_dead, lease_holder
+from agent.models import Incident, RunLease
+from agent.plan import Plan
+from agent.runtime import AgentRuntime
+from agent.settings import Settings
+from audit.models import DecisionRecord
+from tools.clock import FakeClock
+from tools.db import session_scope
+from tools.events import ExceptionType
+from tools.models import Compensation
+
+from .factories import NOW, ScriptedPlanner, build_world, event, step
+
+COUPON = step("issue_compensation", {"order_id": "o1", "kind": "coupon", "amount_cents": 500, "reason": "late"})
+REFUND = step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 1500, "reason": "late"})
+
+
+class Wall:
+    """A wall clock the test moves (epoch seconds)."""
+
+    def __init__(self, t: float = 1_000_000.0) -> None:
+        self.t = t
+
+    def __call__(self) -> float:
+        return self.t
+
+
+def dead_pid() -> int:
+    proc = subprocess.Popen([sys.executable, "-c", "pass"])
+    proc.wait()
+    return proc.pid
+
+
+def put_lease(engine: Engine, incident_id: str, holder: str, expires_at: float) -> None:
+    with session_scope(engine) as s:
+        s.add(RunLease(incident_id=incident_id, holder=holder, acquired_at=0.0, expires_at=expires_at))
+
+
+# ---- the keeper -----------------------------------------------------------------------------------
+
+
+def test_one_holder_at_a_time_and_release_frees_it(engine: Engine) -> None:
+    a, b = LeaseKeeper(engine, holder="a"), LeaseKeeper(engine, holder="b")
+    try:
+        assert a.try_acquire("inc-1")
+        assert not b.try_acquire("inc-1")
+        assert b.try_acquire("inc-2")  # leases are per incident
+        assert lease_holder(engine, "inc-1") is not None and lease_holder(engine, "inc-1")[0] == "a"  # type: ignore[index]
+        a.release("inc-1")
+        assert lease_holder(engine, "inc-1") is None
+        assert b.try_acquire("inc-1")
+    finally:
+        a.close()
+        b.close()
+    assert lease_holder(engine, "inc-1") is None and lease_holder(engine, "inc-2") is None  # close gives back
+
+
+def test_nested_holds_release_at_the_outermost(engine: Engine) -> None:
+    a, b = LeaseKeeper(engine, holder="a"), LeaseKeeper(engine, holder="b")
+    try:
+        with a.hold("inc-1") as outer:
+            with a.hold("inc-1") as inner:
+                assert outer and inner
+            assert not b.try_acquire("inc-1")  # still held by the outer hold
+        assert b.try_acquire("inc-1")
+    finally:
+        a.close()
+        b.close()
+
+
+def test_an_expired_lease_is_taken_over_and_renewal_keeps_one(engine: Engine) -> None:
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    try:
+        assert a.try_acquire("inc-1")
+        wall.t += 6
+        assert a.renew() == []  # now expires at +16
+        wall.t += 6
+        assert not b.try_acquire("inc-1")  # +12: renewed, still a's
+        wall.t += 5
+        assert b.try_acquire("inc-1")  # +17: expired, b takes it
+        assert a.renew() == ["inc-1"]  # a learns it lost the lease
+        held = lease_holder(engine, "inc-1")
+        assert held is not None and held[0] == "b"
+        a.release("inc-1")  # a's release does not free b's lease
+        held = lease_holder(engine, "inc-1")
+        assert held is not None and held[0] == "b"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_dead_local_holder_is_taken_over_at_once_a_live_or_remote_one_is_not(engine: Engine) -> None:
+    host = socket.gethostname()
+    far = time.time() + 3600
+    dead = f"{host}:{dead_pid()}:x"
+    put_lease(engine, "inc-dead", dead, far)
+    put_lease(engine, "inc-live", f"{host}:{os.getpid()}:other", far)
+    put_lease(engine, "inc-remote", f"elsewhere.example:{dead_pid()}:x", far)
+    assert holder_is_dead(dead)
+    k = LeaseKeeper(engine, holder="k")
+    try:
+        assert k.try_acquire("inc-dead")
+        assert not k.try_acquire("inc-live")
+        assert not k.try_acquire("inc-remote")
+    finally:
+        k.close()
+
+
+def test_racing_processes_never_both_get_a_free_lease(engine: Engine) -> None:
+    keepers = [LeaseKeeper(engine, holder=f"p{i}") for i in range(6)]
+    barrier = threading.Barrier(len(keepers))
+    got: list[str] = []
+
+    def race(k: LeaseKeeper) -> None:
+        barrier.wait(10)
+        if k.try_acquire("inc-1"):
+            got.append(k.holder)
+
+    threads = [threading.Thread(target=race, args=(k,)) for k in keepers]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    try:
+        assert len(got) == 1
+        held = lease_holder(engine, "inc-1")
+        assert held is not None and held[0] == got[0]
+    finally:
+        for k in keepers:
+            k.close()
+
+
+def test_the_keeper_renews_held_leases_in_the_background(engine: Engine) -> None:
+    k = LeaseKeeper(engine, holder="k", ttl_s=0.6)
+    try:
+        assert k.try_acquire("inc-1")
+        first = lease_holder(engine, "inc-1")
+        assert first is not None
+        deadline = time.monotonic() + 10
+        while (now := lease_holder(engine, "inc-1")) is not None and now[1] <= first[1]:
+            assert time.monotonic() < deadline, "the lease was never renewed"
+            time.sleep(0.05)
+    finally:
+        k.close()
+
+
+# ---- the runtime ----------------------------------------------------------------------------------
+
+
+def runtime(engine: Engine, steps: list[Any], planner: Any = None) -> AgentRuntime:
+    return AgentRuntime(
+        engine=engine,
+        settings=Settings(approval_ttl_s=600),
+        clock=FakeClock(NOW),
+        planner=planner or ScriptedPlanner(steps),
+    )
+
+
+def opened(engine: Engine, rt: AgentRuntime) -> str:
+    build_world(engine)
+    [res] = rt.ingest([event("e1", ExceptionType.stockout_after_payment, ["o0", "o1", "o2", "o3"])])
+    return res.incident_id
+
+
+def records(engine: Engine, incident_id: str, stage: str | None = None) -> list[DecisionRecord]:
+    with Session(engine) as s:
+        stmt = select(DecisionRecord).where(DecisionRecord.incident_id == incident_id)
+        if stage:
+            stmt = stmt.where(DecisionRecord.stage == stage)
+        return list(s.exec(stmt.order_by(col(DecisionRecord.seq))))
+
+
+def comps(engine: Engine) -> list[str]:
+    with Session(engine) as s:
+        return sorted(c.kind for c in s.exec(select(Compensation)))
+
+
+def test_a_run_leased_elsewhere_does_nothing_until_the_lease_is_free(engine: Engine) -> None:
+    rt = runtime(engine, [COUPON])
+    other = LeaseKeeper(engine, holder="another-process")
+    try:
+        iid = opened(engine, rt)
+        assert other.try_acquire(iid)
+        out = rt.run_incident(iid)
+        assert out.held_elsewhere and out.status == "open" and out.plan is None
+        assert records(engine, iid) == []
+        other.release(iid)
+        out = rt.run_incident(iid)
+        assert not out.held_elsewhere and out.status == "resolved"
+        assert comps(engine) == ["coupon"]
+        assert lease_holder(engine, iid) is None  # given back after the run
+    finally:
+        other.close()
+        rt.close()
+
+
+class SlowPlanner(ScriptedPlanner):
+    """Plans slowly, so two runs of one incident overlap."""
+
+    def plan(self, *args: Any) -> Plan:
+        time.sleep(0.5)
+        return super().plan(*args)
+
+
+def test_two_processes_running_one_incident_at_once_run_it_once(engine: Engine) -> None:
+    """Two runtimes (as two service instances: their own locks and leases) start the same incident at
+    the same moment: one runs it, the other is told it is held elsewhere; one plan, one of each record."""
+    a, b = runtime(engine, [COUPON], SlowPlanner([COUPON])), runtime(engine, [COUPON], SlowPlanner([COUPON]))
+    try:
+        iid = opened(engine, a)
+        barrier = threading.Barrier(2)
+        outs: list[Any] = []
+
+        def go(rt: AgentRuntime) -> None:
+            barrier.wait(10)
+            outs.append(rt.run_incident(iid))
+
+        threads = [threading.Thread(target=go, args=(rt,)) for rt in (a, b)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert sorted(o.held_elsewhere for o in outs) == [False, True]
+        assert [o.error for o in outs] == [None, None]
+        assert comps(engine) == ["coupon"]
+        stages = [r.stage for r in records(engine, iid)]
+        for stage in ("intake", "investigation", "proposal", "verdict", "execution", "report"):
+            assert stages.count(stage) == 1, (stage, stages)
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_settled_request_never_resumed_is_resumed_by_the_next_run(engine: Engine) -> None:
+    """The decision committed, then the process stopped before resuming (or another held the lease):
+    the thread still waits on a request that no longer waits. The next run of the incident resumes it."""
+    from guardrails.service import decide_step
+
+    rt = runtime(engine, [COUPON, REFUND])
+    try:
+        iid = opened(engine, rt)
+        out = rt.run_incident(iid)
+        assert out.waiting and out.request_id
+        with session_scope(engine) as s:  # decided directly: no resume follows
+            decide_step(
+                session=s,
+                request_id=out.request_id,
+                step_index=1,
+                decision="approve",
+                actor_id="sup-1",
+                actor_role="supervisor",
+                now=NOW,
+            )
+        assert rt.outcome(iid).waiting and comps(engine) == ["coupon"]
+        out = rt.run_incident(iid)
+        assert not out.waiting and out.status == "resolved"
+        assert comps(engine) == ["coupon", "refund"]
+        assert rt.run_incident(iid).status == "resolved" and comps(engine) == ["coupon", "refund"]
+    finally:
+        rt.close()
+
+
+def test_a_decision_whose_resume_is_held_elsewhere_is_not_lost(engine: Engine) -> None:
+    rt = runtime(engine, [COUPON, REFUND])
+    other = LeaseKeeper(engine, holder="another-process")
+    try:
+        iid = opened(engine, rt)
+        out = rt.run_incident(iid)
+        assert out.waiting and out.request_id
+        assert other.try_acquire(iid)
+        d = rt.decide(
+            request_id=out.request_id, step_index=1, decision="approve", actor_id="sup-1", actor_role="supervisor"
+        )
+        assert d.result.request_resolved and not d.resumed
+        assert comps(engine) == ["coupon"]
+        other.release(iid)
+        assert rt.run_incident(iid).status == "resolved"
+        assert comps(engine) == ["coupon", "refund"]
+        with Session(engine) as s:
+            inc = s.get(Incident, iid)
+            assert inc is not None and inc.step_status["1"] == "executed"
+    finally:
+        other.close()
+        rt.close()
+
+
+@pytest.mark.skipif(os.name != "posix", reason="a dead process's lease: POSIX process ids")
+def test_a_lease_left_by_a_killed_process_on_this_host_does_not_block_a_restart(engine: Engine) -> None:
+    rt = runtime(engine, [COUPON])
+    try:
+        iid = opened(engine, rt)
+        put_lease(engine, iid, f"{socket.gethostname()}:{dead_pid()}:crashed", time.time() + 3600)
+        out = rt.run_incident(iid)
+        assert not out.held_elsewhere and out.status == "resolved"
+    finally:
+        rt.close()
