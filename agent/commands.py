@@ -1,4 +1,4 @@
-"""CLI commands of the service: ``serve``, ``demo`` and ``token create``."""
+"""CLI commands of the service: ``serve``, ``demo`` and ``token create|list|revoke``."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     )
     create.add_argument("--name", required=True, help="who or what uses it (recorded on every decision)")
     create.set_defaults(func=cmd_token_create)
+    listed = tsub.add_parser("list", help="list tokens: id, prefix, role, name, created, revoked (never secrets)")
+    listed.set_defaults(func=cmd_token_list)
+    revoke = tsub.add_parser(
+        "revoke", help="revoke a token by id; running services stop accepting it within ORDERAGENT_AUTH_CACHE_S"
+    )
+    revoke.add_argument("token_id", type=int)
+    revoke.set_defaults(func=cmd_token_revoke)
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -57,6 +64,34 @@ def cmd_token_create(args: argparse.Namespace) -> int:
         role = token.role.value
     sys.stdout.write(f"{secret}\n")
     sys.stderr.write(f"token for {args.name!r} with role {role}: shown once, store it now\n")
+    return 0
+
+
+def cmd_token_list(args: argparse.Namespace) -> int:
+    from sqlmodel import Session
+
+    from agent.api.service import list_tokens
+    from tools.db import get_engine
+
+    with Session(get_engine()) as session:
+        for t in list_tokens(session=session):
+            state = "revoked" if t.revoked else "active"
+            role = getattr(t.role, "value", t.role)
+            sys.stdout.write(f"{t.id}\t{t.prefix}\t{role}\t{t.name}\t{t.created_at.isoformat()}\t{state}\n")
+    return 0
+
+
+def cmd_token_revoke(args: argparse.Namespace) -> int:
+    from agent.api.service import revoke_token
+    from tools.db import get_engine, session_scope
+
+    with session_scope(get_engine()) as session:
+        found = revoke_token(session=session, token_id=args.token_id)
+    if not found:
+        sys.stderr.write(f"no token with id {args.token_id}\n")
+        return 1
+    settings = get_settings()
+    sys.stderr.write(f"token {args.token_id} revoked; running services refuse it within {settings.auth_cache_s:g} s\n")
     return 0
 
 
