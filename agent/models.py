@@ -65,7 +65,7 @@ class Incident(IncidentBase, table=True):
     verdicts: dict[str, Any] = Field(default_factory=dict, sa_column=Column(JSON))
     step_status: dict[str, str] = Field(default_factory=dict, sa_column=Column(JSON))
     snapshot_sha: str = ""
-    plan_sha: str = ""  # agent.graph.plan_digest of ``plan``: a node checks its thread's plan by this
+    plan_sha: str = ""  # agent.reads.plan_digest of ``plan``: a node checks its thread's plan by this
     request_id: str | None = None
 
 
@@ -136,7 +136,7 @@ def _upgrade_incident_events(conn: Connection) -> None:
     """A database made before incidents kept their events as IncidentEvent rows only (the incident
     row held the lists ``event_ids`` and ``payloads``, now unused): adds ``incident.event_count``,
     ``incident.plan_sha`` and ``incidentevent.seq``, and fills the count and the positions from
-    ``event_ids``. A plan stored before ``plan_sha`` is checked by its digest instead (agent.graph)."""
+    ``event_ids``. A plan stored before ``plan_sha`` is checked by its digest instead (agent.reads)."""
     if "incident" not in inspect(conn).get_table_names():
         return
     had_lists = "event_ids" in column_names(conn, "incident")

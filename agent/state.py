@@ -29,7 +29,7 @@ class IncidentState(TypedDict, total=False):
     """sha256 of the investigation snapshot stored by audit.service.store_snapshot."""
 
     plan_sha: str
-    """sha256 of the proposed Plan as persisted in ``Incident.plan`` (agent.graph.plan_digest); nodes
+    """sha256 of the proposed Plan as persisted in ``Incident.plan`` (agent.reads.plan_digest); nodes
     read the plan from the row and check it is still this one."""
 
     plan: dict[str, Any]

@@ -1,0 +1,118 @@
+"""What the graph's nodes read: the incident row, the thread's plan (kept in the row, checked by its
+digest), the planner's brief of the incident, and a caller of read-only tools."""
+
+from __future__ import annotations
+
+import hashlib
+from datetime import datetime
+from typing import Any
+
+import orjson
+from langgraph.runtime import Runtime
+from sqlmodel import Session
+
+from agent.context import RunContext
+from agent.models import WITHOUT_PLAN, Incident
+from agent.plan import Plan
+from agent.planners.base import IncidentBrief
+from agent.state import IncidentState
+from tools.base import ToolContext
+
+Ctx = Runtime[RunContext]
+
+
+def incident_row(session: Session, incident_id: str) -> Incident:
+    inc = session.get(Incident, incident_id, options=WITHOUT_PLAN)
+    if inc is None:
+        raise LookupError(f"incident {incident_id} does not exist")
+    return inc
+
+
+def clock_now(rt: Ctx) -> datetime:
+    return rt.context.clock.now()
+
+
+def plan_digest(plan: dict[str, Any]) -> str:
+    """sha256 of the dumped plan as canonical JSON: what the state keeps instead of the plan."""
+    return hashlib.sha256(orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
+
+
+class PlanChanged(RuntimeError):
+    """The incident row holds another plan than the one this thread proposed (never expected: a thread
+    reads its plan back only while it is the incident's current thread)."""
+
+
+def thread_plan(state: IncidentState, inc: Incident, rt: Ctx | None = None) -> Plan:
+    """This thread's plan. The plan lives in the Incident row (persisted by ``plan``); the state keeps
+    only its digest, so a checkpoint per node stays small instead of carrying ~300 KB for a storm's plan.
+    Checkpoints written before that change still carry the plan itself, and it is used as it is.
+    Within the run that proposed it, the plan comes from the run's handoff (no re-validation)."""
+    legacy = state.get("plan")
+    if legacy:
+        return Plan.model_validate(legacy)
+    sha = state.get("plan_sha")
+    changed = PlanChanged(f"incident {inc.id} no longer holds the plan of thread {state['incident_id']}")
+    if rt is not None and (handed := rt.context.handoff.get(f"plan:{sha}")) is not None:
+        # another process may have planned the incident meanwhile (a follow-up): the row says so
+        if inc.plan_sha != sha:
+            raise changed
+        return handed[0]  # type: ignore[no-any-return]
+    stored = inc.plan or {}
+    if plan_digest(stored) != sha:
+        raise changed
+    return Plan.model_validate(stored)
+
+
+def thread_plan_dump(state: IncidentState, rt: Ctx, plan: Plan) -> dict[str, Any]:
+    """``plan.model_dump(mode="json")``, what approval rows and audit records store of its steps: made
+    once by ``plan`` and handed over within the run, made again on a resumed run."""
+    handed = rt.context.handoff.get(f"plan:{state.get('plan_sha')}")
+    return handed[1] if handed is not None else plan.model_dump(mode="json")  # type: ignore[no-any-return]
+
+
+def brief_of(
+    session: Session, inc: Incident, focus: list[str] | None = None, handoff: dict[str, Any] | None = None
+) -> IncidentBrief:
+    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders.
+    The events' payloads are read once per run (``handoff``) for as long as no event joins."""
+    from agent.incidents import incident_payloads
+
+    key = f"payloads:{inc.id}:{inc.event_count}"
+    payloads = handoff.get(key) if handoff is not None else None
+    if payloads is None:
+        payloads = incident_payloads(session=session, incident_id=inc.id)
+        if handoff is not None:
+            handoff[key] = payloads
+    wanted = set(focus or ())
+    return IncidentBrief(
+        id=inc.id,
+        type=inc.type,
+        family=inc.family,
+        zone=inc.zone,
+        order_ids=[o for o in inc.order_ids if o in wanted] if focus else list(inc.order_ids),
+        follow_up=bool(focus),
+        rider_ids=list(inc.rider_ids),
+        store_ids=list(inc.store_ids),
+        customer_ids=list(inc.customer_ids),
+        payloads=payloads,
+        opened_at=inc.opened_at,
+    )
+
+
+def read_caller(rt: Ctx, session: Session, incident_id: str, log: list[dict[str, Any]] | None = None):
+    """A function running READ tools only; write tools are refused (a planner can't act by reading)."""
+    tools = rt.context.tools
+    tctx = ToolContext(session=session, now=clock_now(rt), actor="agent", incident_id=incident_id)
+
+    def call(name: str, args: dict[str, Any]) -> dict[str, Any]:
+        tool = tools.get(name)
+        if tool is None:
+            return {"ok": False, "error": "unknown_tool", "message": f"no tool named {name!r}"}
+        if tool.writes:
+            return {"ok": False, "error": "write_tool_refused", "message": f"{name} writes: not callable here"}
+        out = tool.invoke(tctx, args)
+        if log is not None:
+            log.append({"tool": name, "args": args, "result": out})
+        return out
+
+    return call
