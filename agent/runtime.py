@@ -7,8 +7,10 @@ resolved, and expires overdue requests (whose safe default then applies: nothing
 Runs of one incident are serialised by a lock per incident within the process, and across processes
 sharing the database by a run lease (agent.lease): a run or resume that finds the lease held by
 another process does not start (``IncidentOutcome.held_elsewhere``; the service's worker tries again
-later). Behind that, the approval queue's optimistic versions and the executor's idempotency keys
-keep any doubled step harmless.
+later). Between nodes a run confirms it still holds the lease, and one that lost it (the process
+stalled past the lease's ttl and another took over) stops there without failing the incident. Behind
+that, the approval queue's optimistic versions and the executor's idempotency keys keep any doubled
+step harmless.
 
 A thread waiting for approval whose request was settled (every step decided, or expired) but which
 was never resumed (the process stopped between the decision's commit and the resume, or the resume
@@ -39,14 +41,14 @@ import structlog
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Command
 from sqlalchemy.engine import Engine
-from sqlmodel import Session, select
+from sqlmodel import Session, col, select, update
 
 from agent.checkpoint import open_checkpointer
 from agent.context import RunContext
 from agent.execute import AfterCommit, list_executed
 from agent.graph import compile_graph
 from agent.incidents import IngestResult, incident_event_ids, ingest_events
-from agent.lease import LeaseKeeper
+from agent.lease import LeaseKeeper, LeaseLost
 from agent.models import WITHOUT_PLAN, Incident, IncidentStatus
 from agent.planners.base import Planner
 from agent.records import record
@@ -57,6 +59,8 @@ from tools.db import WalCheckpointer, session_scope, sqlite_path
 from tools.events import ExceptionEvent
 
 log = structlog.get_logger(__name__)
+# statuses of an incident whose thread is (or was cut short) between intake and the end of a run
+_RUNNING = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
 
 
 @dataclass
@@ -151,14 +155,20 @@ class AgentRuntime:
     def _invoke(self, value: Any, thread_id: str) -> None:
         from audit.logging import bind_incident
 
-        # durability="sync": each checkpoint is written before the next node (and its writes) starts
-        with bind_incident(incident_of(thread_id), thread_id):
-            self.graph.invoke(
+        # durability="sync": each checkpoint is written before the next node (and its writes) starts;
+        # between nodes the run checks that this process still holds the incident's lease
+        incident_id = incident_of(thread_id)
+        assert self.leases is not None
+        with bind_incident(incident_id, thread_id):
+            for _ in self.graph.stream(
                 value,
                 self.config(thread_id),
                 context=self.context(),  # type: ignore[call-overload]
                 durability="sync",
-            )
+                stream_mode="updates",
+            ):
+                if not self.leases.confirm(incident_id):
+                    raise LeaseLost(f"the run lease of incident {incident_id} was taken over")
 
     # --- the facade -------------------------------------------------------------------------------
 
@@ -176,9 +186,7 @@ class AgentRuntime:
         with self._lock(incident_id), self.leases.hold(incident_id) as mine:
             if not mine:
                 log.info("incident_run_held_elsewhere", incident_id=incident_id)
-                out = self.outcome(incident_id)
-                out.held_elsewhere = True
-                return out
+                return self._held_elsewhere(incident_id)
             thread_id = self._thread_of(incident_id)
             snap = self.graph.get_state(self.config(thread_id))
             try:
@@ -196,6 +204,9 @@ class AgentRuntime:
                     # decided or expired, but never resumed (see the module docstring)
                     self._invoke(Command(resume={"resumed_at": self.clock.now().isoformat()}), thread_id)
                 self._follow_up(incident_id)
+            except LeaseLost:  # the new holder runs it from the last checkpoint; nothing failed
+                log.error("incident_run_lease_lost", incident_id=incident_id)
+                return self._held_elsewhere(incident_id)
             except Exception as exc:  # recorded and surfaced, never swallowed silently
                 self._fail(incident_id, exc)
                 out = self.outcome(incident_id)
@@ -268,9 +279,29 @@ class AgentRuntime:
                 # the value is informational only: the execute node reads decisions from the database
                 self._invoke(Command(resume={"resumed_at": self.clock.now().isoformat()}), thread_id)
                 self._follow_up(incident_id)
+            except LeaseLost:
+                log.error("incident_resume_lease_lost", incident_id=incident_id, thread_id=thread_id)
             except Exception as exc:
                 self._fail(incident_id, exc)
             return True
+
+    def _held_elsewhere(self, incident_id: str) -> IncidentOutcome:
+        """What a process that did not run the incident can say of it: the row's status, nothing of
+        the thread (another process is moving it)."""
+        with Session(self.engine) as s:
+            inc = s.get(Incident, incident_id, options=WITHOUT_PLAN)
+            if inc is None:
+                raise LookupError(f"incident {incident_id} does not exist")
+            return IncidentOutcome(
+                incident_id=inc.id,
+                status=str(inc.status),
+                plan=None,
+                verdicts={},
+                step_status=dict(inc.step_status),
+                request_id=inc.request_id,
+                interrupt=None,
+                held_elsewhere=True,
+            )
 
     def _settled(self, snap: Any) -> bool:
         """The approval request a waiting thread waits for no longer waits for anyone."""
@@ -364,11 +395,14 @@ class AgentRuntime:
             pending = _interrupts(snap)
             status = IncidentStatus.awaiting_approval.value if pending else str(inc.status)
             if pending and inc.status != IncidentStatus.awaiting_approval:
+                # only over a status a run in progress leaves: never over one another process's run
+                # has set since this thread's state was read (resolved, failed, escalated)
                 with session_scope(self.engine) as w:
-                    row = w.get(Incident, incident_id)
-                    assert row is not None
-                    row.status = IncidentStatus.awaiting_approval
-                    w.add(row)
+                    w.execute(
+                        update(Incident)
+                        .where(col(Incident.id) == incident_id, col(Incident.status).in_(_RUNNING))
+                        .values(status=IncidentStatus.awaiting_approval)
+                    )
             return IncidentOutcome(
                 incident_id=inc.id,
                 status=status,

@@ -432,4 +432,5 @@ class IncidentWorker:
             self._ticker.join(timeout=30)
         close = getattr(self.runtime, "close", None)
         if close is not None:
-            close()
+            with self.run_lock:  # a decision resuming a thread (a request's thread) finishes first
+                close()

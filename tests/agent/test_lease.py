@@ -16,7 +16,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from agent.lease import LeaseKeeper, holder_is_dead, lease_holder
+from agent.lease import LeaseKeeper, holder_is_dead, lease_holder, process_holder
 from agent.models import Incident, RunLease
 from agent.plan import Plan
 from agent.runtime import AgentRuntime
@@ -109,24 +109,43 @@ def test_an_expired_lease_is_taken_over_and_renewal_keeps_one(engine: Engine) ->
         b.close()
 
 
-def test_a_dead_local_holder_is_taken_over_at_once_a_live_or_remote_one_is_not(engine: Engine) -> None:
-    host = socket.gethostname()
+def with_part(holder: str, index: int, value: str) -> str:
+    parts = holder.split("/")
+    parts[index] = value
+    return "/".join(parts)
+
+
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process identity comes from /proc")
+def test_a_dead_local_holder_is_taken_over_at_once_a_live_or_doubtful_one_is_not(engine: Engine) -> None:
     far = time.time() + 3600
-    dead = f"{host}:{dead_pid()}:x"
-    put_lease(engine, "inc-dead", dead, far)
-    put_lease(engine, "inc-live", f"{host}:{os.getpid()}:other", far)
-    put_lease(engine, "inc-remote", f"elsewhere.example:{dead_pid()}:x", far)
-    assert holder_is_dead(dead)
+    dead = process_holder(dead_pid())
+    live = process_holder()  # this very process, another keeper
+    cases = {
+        "inc-dead": dead,
+        "inc-reused-pid": with_part(live, 2, "1"),  # this pid, but a process started at another time
+        "inc-live": live,
+        "inc-other-host": with_part(dead, 0, "elsewhere.example"),
+        "inc-other-boot": with_part(dead, 3, "00000000"),
+        "inc-other-namespace": with_part(dead, 4, "1"),
+        "inc-old-format": f"{socket.gethostname()}:{dead_pid()}:x",
+    }
+    for incident_id, holder in cases.items():
+        put_lease(engine, incident_id, holder, far)
     k = LeaseKeeper(engine, holder="k")
     try:
-        assert k.try_acquire("inc-dead")
-        assert not k.try_acquire("inc-live")
-        assert not k.try_acquire("inc-remote")
+        taken = {incident_id for incident_id in cases if k.try_acquire(incident_id)}
     finally:
         k.close()
+    assert taken == {"inc-dead", "inc-reused-pid"}
+    assert holder_is_dead(dead) and not holder_is_dead(live)
 
 
-def test_racing_processes_never_both_get_a_free_lease(engine: Engine) -> None:
+@pytest.mark.parametrize("left", ["free", "expired", "dead holder"])
+def test_racing_processes_never_both_get_a_lease(engine: Engine, left: str) -> None:
+    if left == "expired":
+        put_lease(engine, "inc-1", "gone-by-now", time.time() - 1)
+    elif left == "dead holder":
+        put_lease(engine, "inc-1", process_holder(dead_pid()), time.time() + 3600)
     keepers = [LeaseKeeper(engine, holder=f"p{i}") for i in range(6)]
     barrier = threading.Barrier(len(keepers))
     got: list[str] = []
@@ -148,6 +167,39 @@ def test_racing_processes_never_both_get_a_free_lease(engine: Engine) -> None:
     finally:
         for k in keepers:
             k.close()
+
+
+def test_another_thread_of_the_process_is_refused_and_a_closed_keeper_takes_nothing(engine: Engine) -> None:
+    k = LeaseKeeper(engine, holder="k")
+    assert k.try_acquire("inc-1")
+    other: list[bool] = []
+    t = threading.Thread(target=lambda: other.append(k.try_acquire("inc-1")))
+    t.start()
+    t.join(10)
+    assert other == [False]
+    k.release("inc-1")
+    k.close()
+    with pytest.raises(RuntimeError):
+        k.try_acquire("inc-2")
+
+
+def test_confirm_asks_the_database_once_its_last_answer_is_old(engine: Engine) -> None:
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=0.3, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=0.3, wall=wall)
+    try:
+        a._stop.set()  # no background renewals: this test is about confirm alone
+        assert a.try_acquire("inc-1")
+        assert a.confirm("inc-1")
+        wall.t += 1  # a stalled: its lease expired and b took it
+        assert b.try_acquire("inc-1")
+        assert a.confirm("inc-1")  # within a third of the ttl of the last answer: not asked again
+        time.sleep(0.15)
+        assert not a.confirm("inc-1")
+        assert not a.confirm("inc-1")  # and stays lost
+    finally:
+        a.close()
+        b.close()
 
 
 def test_the_keeper_renews_held_leases_in_the_background(engine: Engine) -> None:
@@ -214,34 +266,41 @@ def test_a_run_leased_elsewhere_does_nothing_until_the_lease_is_free(engine: Eng
         rt.close()
 
 
-class SlowPlanner(ScriptedPlanner):
-    """Plans slowly, so two runs of one incident overlap."""
+class HeldPlanner(ScriptedPlanner):
+    """Stops in the middle of planning until the test lets it go (or runs ``during`` there)."""
+
+    def __init__(self, steps: list[Any], during: Any = None) -> None:
+        super().__init__(steps)
+        self.entered, self.release = threading.Event(), threading.Event()
+        self.during = during
 
     def plan(self, *args: Any) -> Plan:
-        time.sleep(0.5)
+        self.entered.set()
+        if self.during is not None:
+            self.during()
+        else:
+            assert self.release.wait(30), "never released"
         return super().plan(*args)
 
 
-def test_two_processes_running_one_incident_at_once_run_it_once(engine: Engine) -> None:
-    """Two runtimes (as two service instances: their own locks and leases) start the same incident at
-    the same moment: one runs it, the other is told it is held elsewhere; one plan, one of each record."""
-    a, b = runtime(engine, [COUPON], SlowPlanner([COUPON])), runtime(engine, [COUPON], SlowPlanner([COUPON]))
+def test_a_second_process_does_not_run_an_incident_the_first_is_running(engine: Engine) -> None:
+    """Two runtimes (as two service instances: their own locks and leases): while the first is in the
+    middle of the incident's run, the second's run is told it is held elsewhere and does nothing; one
+    plan, one of each record."""
+    planner = HeldPlanner([COUPON])
+    a, b = runtime(engine, [COUPON], planner), runtime(engine, [COUPON])
     try:
         iid = opened(engine, a)
-        barrier = threading.Barrier(2)
-        outs: list[Any] = []
-
-        def go(rt: AgentRuntime) -> None:
-            barrier.wait(10)
-            outs.append(rt.run_incident(iid))
-
-        threads = [threading.Thread(target=go, args=(rt,)) for rt in (a, b)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(60)
-        assert sorted(o.held_elsewhere for o in outs) == [False, True]
-        assert [o.error for o in outs] == [None, None]
+        first: list[Any] = []
+        t = threading.Thread(target=lambda: first.append(a.run_incident(iid)))
+        t.start()
+        assert planner.entered.wait(30)
+        second = b.run_incident(iid)
+        assert second.held_elsewhere and second.plan is None
+        planner.release.set()
+        t.join(60)
+        assert not first[0].held_elsewhere and first[0].error is None and first[0].status == "resolved"
+        assert b.run_incident(iid).status == "resolved"  # the lease is free again: nothing left to do
         assert comps(engine) == ["coupon"]
         stages = [r.stage for r in records(engine, iid)]
         for stage in ("intake", "investigation", "proposal", "verdict", "execution", "report"):
@@ -249,6 +308,41 @@ def test_two_processes_running_one_incident_at_once_run_it_once(engine: Engine) 
     finally:
         a.close()
         b.close()
+
+
+def test_a_run_that_lost_its_lease_stops_at_the_next_node_and_the_holder_goes_on(engine: Engine) -> None:
+    """The process stalled past the ttl (here: another holder takes the row while it plans, and the
+    keeper's next renewal finds out): the run stops after the node it was in, without failing the
+    incident; once the lease is free again, the next run goes on from the checkpoint."""
+    rt: AgentRuntime | None = None
+
+    def stolen() -> None:
+        with session_scope(engine) as s:
+            row = s.get(RunLease, iid)
+            assert row is not None
+            row.holder, row.expires_at = "thief", time.time() + 3600
+            s.add(row)
+        assert rt is not None and rt.leases is not None
+        assert rt.leases.renew() == [iid]  # the keeper thread's next tick
+
+    rt = runtime(engine, [COUPON], HeldPlanner([COUPON], during=stolen))
+    try:
+        iid = opened(engine, rt)
+        out = rt.run_incident(iid)
+        assert out.held_elsewhere and out.error is None and out.status != "failed"
+        stages = [r.stage for r in records(engine, iid)]
+        assert "proposal" in stages and "verdict" not in stages and "error" not in stages
+        assert comps(engine) == []
+        with session_scope(engine) as s:  # the thief's run ends and gives the lease back
+            row = s.get(RunLease, iid)
+            assert row is not None
+            s.delete(row)
+        out = rt.run_incident(iid)
+        assert out.status == "resolved" and comps(engine) == ["coupon"]
+        stages = [r.stage for r in records(engine, iid)]
+        assert stages.count("proposal") == 1 and stages.count("verdict") == 1
+    finally:
+        rt.close()
 
 
 def test_a_settled_request_never_resumed_is_resumed_by_the_next_run(engine: Engine) -> None:
@@ -304,12 +398,12 @@ def test_a_decision_whose_resume_is_held_elsewhere_is_not_lost(engine: Engine) -
         rt.close()
 
 
-@pytest.mark.skipif(os.name != "posix", reason="a dead process's lease: POSIX process ids")
+@pytest.mark.skipif(not os.path.exists("/proc/self/stat"), reason="process identity comes from /proc")
 def test_a_lease_left_by_a_killed_process_on_this_host_does_not_block_a_restart(engine: Engine) -> None:
     rt = runtime(engine, [COUPON])
     try:
         iid = opened(engine, rt)
-        put_lease(engine, iid, f"{socket.gethostname()}:{dead_pid()}:crashed", time.time() + 3600)
+        put_lease(engine, iid, process_holder(dead_pid()), time.time() + 3600)
         out = rt.run_incident(iid)
         assert not out.held_elsewhere and out.status == "resolved"
     finally:
