@@ -437,6 +437,20 @@ def bench_memory() -> dict[str, Any]:
     return {"peak_rss_mb": float(rss), "large_orders": int(orders), "large_riders": int(riders)}
 
 
+def calibration_ms(loops: int = 2_000_000, tries: int = 3) -> float:
+    """The best of ``tries`` timings of a fixed pure-Python loop: how fast this machine runs Python right
+    now. A shared machine's speed drifts (here by up to 2x within an hour), and every figure above moves
+    with it; the bench records this before and after, so two runs can be compared fairly."""
+    best = float("inf")
+    for _ in range(tries):
+        t0 = time.perf_counter()
+        total = 0
+        for i in range(loops):
+            total += i ^ (i >> 3)
+        best = min(best, time.perf_counter() - t0)
+    return round(best * 1000, 1)
+
+
 def _arg(args: Any, name: str, default: Any) -> Any:
     value = getattr(args, name, None)
     return default if value is None else value
@@ -444,7 +458,9 @@ def _arg(args: Any, name: str, default: Any) -> Any:
 
 def run(args: Any) -> int:
     """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
-    result: dict[str, Any] = {"machine": {"cpus": os.cpu_count(), "python": sys.version.split()[0]}}
+    machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    machine["calibration_ms_before"] = calibration_ms()
+    result: dict[str, Any] = {"machine": machine}
     repeats = max(int(_arg(args, "repeats", 20)), 1)
     parts: dict[str, Callable[[], dict[str, Any]]] = {
         "storm": partial(bench_storm, repeats=repeats, seed=int(_arg(args, "seed", 7))),
@@ -463,6 +479,7 @@ def run(args: Any) -> int:
     for name, fn in ((n, parts[n]) for n in wanted):
         sys.stderr.write(f"bench: {name} ...\n")
         result.update(fn())
+    machine["calibration_ms_after"] = calibration_ms()
     text = json.dumps(result, indent=2)
     target = getattr(args, "json", None)
     if target and target != "-":

@@ -68,6 +68,7 @@ def test_bench_all_writes_the_selected_parts_as_json(tmp_path: Path, monkeypatch
     data = json.loads(target.read_text())
     assert data["storm_e2e_median_ms"] == 1.0 and data["audit_verify_records_per_s"] == 3.0
     assert data["machine"]["cpus"] >= 1
+    assert data["machine"]["calibration_ms_before"] > 0 and data["machine"]["calibration_ms_after"] > 0
     assert calls == [("storm", 3), ("audit", None)]
     bad = parser.parse_args(["bench", "all", "--only", "storm,nope"])
     assert bad.func(bad) == 2
