@@ -56,6 +56,9 @@ class Incident(IncidentBase, table=True):
     # the events themselves are IncidentEvent rows (ordered by ``seq``): a storm can bring thousands,
     # and the row, read and rewritten by every intake and every node, keeps only their number
     event_count: int = 0
+    # how many of them the last follow-up check after a run had seen (agent.runtime._follow_up): an
+    # incident that ended with more events than that took one in after its last check
+    checked_events: int = 0
     order_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     rider_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
     store_ids: list[str] = Field(default_factory=list, sa_column=Column(JSON))
@@ -157,4 +160,13 @@ def _upgrade_incident_events(conn: Connection) -> None:
             )
 
 
-SCHEMA_UPGRADES.append(_upgrade_incident_events)
+def _upgrade_checked_events(conn: Connection) -> None:
+    """A database made before ``incident.checked_events``: every incident counts as checked (what
+    earlier versions left behind is not re-examined)."""
+    if "incident" not in inspect(conn).get_table_names():
+        return
+    if add_column(conn, "incident", "checked_events", "INTEGER NOT NULL DEFAULT 0"):
+        conn.execute(text("UPDATE incident SET checked_events = event_count"))
+
+
+SCHEMA_UPGRADES.extend([_upgrade_incident_events, _upgrade_checked_events])

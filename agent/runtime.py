@@ -344,6 +344,11 @@ class AgentRuntime:
             inc = s.get(Incident, incident_id, options=WITHOUT_PLAN)
             if inc is None:
                 return None
+            # the events this check covers: read before the orders, so an event committed in between
+            # is looked at now or left counted as unchecked (and found by the worker's recovery)
+            if inc.checked_events != inc.event_count:
+                inc.checked_events = inc.event_count
+                s.add(inc)
             focus = self._uncovered(s, incident_id)
             if not focus:
                 return None

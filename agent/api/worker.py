@@ -360,7 +360,8 @@ class IncidentWorker:
         """Queue the incidents that were accepted but whose run never finished (the process stopped
         between intake and the end of the run), unchanged for ``older_than_s`` seconds and not queued
         or running here; an incident waiting for approval stays waiting, unless its request no longer
-        waits (decided or expired, but the thread never resumed). At start every one of them
+        waits (decided or expired, but the thread never resumed); an incident that ended (resolved or
+        escalated) is queued when an event joined it after its last follow-up check. At start every one of them
         (nothing runs here yet); then every few seconds with ``recover_after_s``, for what another
         process left behind."""
         from datetime import timedelta
@@ -379,12 +380,20 @@ class IncidentWorker:
             .where(Incident.status == IncidentStatus.awaiting_approval)
             .where(col(ApprovalRequest.status) != RequestStatus.pending)
         )
+        # ended, but an event joined after its last follow-up check (it was ingested elsewhere, or
+        # here by a process that stopped before the run it queued): that run's check happens now
+        unchecked = (
+            select(Incident.id)
+            .where(col(Incident.status).in_([IncidentStatus.resolved.value, IncidentStatus.escalated.value]))
+            .where(col(Incident.event_count) > col(Incident.checked_events))
+        )
         if older_than_s > 0:
             since = self.clock.now() - timedelta(seconds=older_than_s)
             stmt = stmt.where(col(Incident.updated_at) <= since)
             settled = settled.where(col(Incident.updated_at) <= since)
+            unchecked = unchecked.where(col(Incident.updated_at) <= since)
         with Session(self.engine) as s:
-            found = list(dict.fromkeys([*s.exec(stmt), *s.exec(settled)]))
+            found = list(dict.fromkeys([*s.exec(stmt), *s.exec(settled), *s.exec(unchecked)]))
         with self._cond:
             ids = [i for i in found if i not in self._due and i != self._running]
         for incident_id in ids:

@@ -1,4 +1,5 @@
-"""A database made by an earlier version (incidents holding their event lists) is brought up to date."""
+"""A database made by an earlier version (incidents holding their event lists, or without the count of
+checked events) is brought up to date."""
 
 from __future__ import annotations
 
@@ -17,9 +18,14 @@ from tools.events import ExceptionType
 
 def _as_before(engine: Engine) -> None:
     """The incident tables as the previous version made them: event lists on the incident row, no
-    event count, no event positions, no plan digest."""
+    event count, no event positions, no plan digest, no checked events."""
     with engine.begin() as conn:
-        for table, column in (("incident", "event_count"), ("incident", "plan_sha"), ("incidentevent", "seq")):
+        for table, column in (
+            ("incident", "event_count"),
+            ("incident", "plan_sha"),
+            ("incident", "checked_events"),
+            ("incidentevent", "seq"),
+        ):
             conn.execute(text(f'ALTER TABLE "{table}" DROP COLUMN {column}'))
         conn.execute(text("ALTER TABLE incident ADD COLUMN event_ids JSON"))
         conn.execute(text("ALTER TABLE incident ADD COLUMN payloads JSON"))
@@ -53,7 +59,7 @@ def test_an_earlier_database_gets_event_counts_and_positions_from_its_event_list
     init_db(engine)  # and again: the upgrade is done once
     with Session(engine) as s:
         inc = s.get(Incident, "inc-old")
-        assert inc is not None and inc.event_count == 2 and inc.plan_sha == ""
+        assert inc is not None and inc.event_count == 2 and inc.plan_sha == "" and inc.checked_events == 2
         assert incident_event_ids(session=s, incident_id="inc-old") == ["late-b", "late-a"]
         assert [p["n"] for p in incident_payloads(session=s, incident_id="inc-old")] == ["late-b", "late-a"]
     # and it goes on working: a new event joins the old incident after its two
@@ -65,3 +71,19 @@ def test_an_earlier_database_gets_event_counts_and_positions_from_its_event_list
         inc = s.get(Incident, "inc-old")
         assert inc is not None and inc.event_count == 3
         assert incident_event_ids(session=s, incident_id="inc-old") == ["late-b", "late-a", "late-c"]
+
+
+def test_a_database_without_checked_events_counts_every_incident_as_checked(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        (result,) = ingest_events(
+            session=s,
+            events=[ev("e1", ExceptionType.order_late_risk, orders=["o1"], zone="z1")],
+            now=T0,
+            window_s=WINDOW,
+        )
+    with engine.begin() as conn:
+        conn.execute(text("ALTER TABLE incident DROP COLUMN checked_events"))
+    init_db(engine)
+    with Session(engine) as s:
+        inc = s.get(Incident, result.incident_id)
+        assert inc is not None and inc.event_count == 1 and inc.checked_events == 1

@@ -305,7 +305,12 @@ def test_recover_queues_accepted_but_unfinished_incidents_only(engine: Engine, m
     assert len(set(by_status.values())) == len(statuses)
     with Session(engine) as s:
         for status, incident_id in by_status.items():
-            s.execute(update(Incident).where(col(Incident.id) == incident_id).values(status=status.value))
+            # an incident that got to a status after the run has had its events checked by that run
+            s.execute(
+                update(Incident)
+                .where(col(Incident.id) == incident_id)
+                .values(status=status.value, checked_events=Incident.event_count)
+            )
         s.commit()
     unfinished = {by_status[s] for s in (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)}
 
@@ -744,3 +749,57 @@ def test_a_settled_decision_not_resumed_here_queues_a_run(engine: Engine, make_w
     assert worker.pending() == 1
     worker.drain(timeout_s=WAIT_S)
     assert runs.incident_ids == ["inc-held"]
+
+
+def test_an_event_that_joined_after_the_last_follow_up_check_is_found_and_planned(
+    sqlite_only_engine: Engine, make_worker: MakeWorker
+) -> None:
+    """The race this covers: an event joins an incident while another process runs it, and commits
+    after that run's last follow-up check; the process that took it in stops before its queued run.
+    The incident ended (resolved) with one event more than it checked: recovery finds it, and the run
+    plans the new order in a follow-up thread."""
+    from datetime import timedelta
+
+    from agent.runtime import AgentRuntime
+    from tests.agent.factories import NOW as AGENT_NOW
+    from tests.agent.factories import ScriptedPlanner, build_world, event, step
+    from tools.events import ExceptionType
+
+    engine = sqlite_only_engine
+    build_world(engine, n_orders=5)
+    coupon = step("issue_compensation", {"order_id": "o1", "kind": "coupon", "amount_cents": 500, "reason": "late"})
+    rt = AgentRuntime(
+        engine=engine,
+        settings=settings_for(engine),
+        clock=FakeClock(AGENT_NOW),
+        planner=ScriptedPlanner([coupon]),
+    )
+    worker = IncidentWorker(
+        engine=engine, settings=settings_for(engine), metrics=Metrics(), clock=FakeClock(AGENT_NOW), runtime=rt
+    )
+    try:
+        (first,) = rt.ingest([event("e1", ExceptionType.stockout_after_payment, ["o0", "o1", "o2", "o3"])])
+        iid = first.incident_id
+        assert rt.run_incident(iid).status == "resolved"
+        assert incident(engine, iid).checked_events == 1
+        assert worker.recover() == []
+        with Session(engine) as s:  # the other process's run is still going when the event joins ...
+            s.execute(update(Incident).where(col(Incident.id) == iid).values(status=IncidentStatus.executing))
+            s.commit()
+        (late,) = rt.ingest([event("e2", ExceptionType.stockout_after_payment, ["o1", "o4"])])  # joins by o1
+        assert late.incident_id == iid
+        with Session(engine) as s:  # ... and ends after its last check
+            s.execute(
+                update(Incident)
+                .where(col(Incident.id) == iid)
+                .values(status=IncidentStatus.resolved, updated_at=AGENT_NOW - timedelta(minutes=5))
+            )
+            s.commit()
+        assert worker.recover(older_than_s=60) == [iid]
+        worker.drain(timeout_s=WAIT_S)
+        done = incident(engine, iid)
+        assert done.thread_id == f"{iid}:2" and done.checked_events == 2
+        assert done.status == IncidentStatus.resolved
+        assert worker.recover() == []
+    finally:
+        worker.stop()
