@@ -7,7 +7,7 @@ from enum import StrEnum
 from typing import Any
 
 import orjson
-from sqlalchemy import JSON, Column, bindparam, inspect, text, update
+from sqlalchemy import JSON, Column, Index, bindparam, inspect, text, update
 from sqlalchemy.engine import Connection
 from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
@@ -47,7 +47,15 @@ class IncidentBase(SQLModel):
     summary: str = ""
 
 
+# the incidents whose events were not all checked by a follow-up check: a handful at any time (the
+# worker's recovery looks for them every few seconds), so a partial index keeps that look-up small
+_UNCHECKED_SQL = "event_count > checked_events"
+_UNCHECKED = text(_UNCHECKED_SQL)
+
+
 class Incident(IncidentBase, table=True):
+    __table_args__ = (Index("ix_incident_unchecked", "status", sqlite_where=_UNCHECKED, postgresql_where=_UNCHECKED),)
+
     id: str = Field(primary_key=True)
     thread_id: str  # the LangGraph thread: equal to the incident id (one thread per incident)
     opened_at: datetime = ts_column()
@@ -167,6 +175,7 @@ def _upgrade_checked_events(conn: Connection) -> None:
         return
     if add_column(conn, "incident", "checked_events", "INTEGER NOT NULL DEFAULT 0"):
         conn.execute(text("UPDATE incident SET checked_events = event_count"))
+    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_incident_unchecked ON incident (status) WHERE {_UNCHECKED_SQL}"))
 
 
 SCHEMA_UPGRADES.extend([_upgrade_incident_events, _upgrade_checked_events])

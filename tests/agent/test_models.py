@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from sqlalchemy import text
+from sqlalchemy import inspect, text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
@@ -20,6 +20,7 @@ def _as_before(engine: Engine) -> None:
     """The incident tables as the previous version made them: event lists on the incident row, no
     event count, no event positions, no plan digest, no checked events."""
     with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_incident_unchecked"))
         for table, column in (
             ("incident", "event_count"),
             ("incident", "plan_sha"),
@@ -82,8 +83,22 @@ def test_a_database_without_checked_events_counts_every_incident_as_checked(engi
             window_s=WINDOW,
         )
     with engine.begin() as conn:
+        conn.execute(text("DROP INDEX ix_incident_unchecked"))
         conn.execute(text("ALTER TABLE incident DROP COLUMN checked_events"))
     init_db(engine)
     with Session(engine) as s:
         inc = s.get(Incident, result.incident_id)
         assert inc is not None and inc.event_count == 1 and inc.checked_events == 1
+    # with the partial index the worker's recovery looks them up by
+    assert "ix_incident_unchecked" in {ix["name"] for ix in inspect(engine).get_indexes("incident")}
+
+
+def test_the_recovery_look_up_of_unchecked_incidents_uses_the_partial_index(sqlite_only_engine: Engine) -> None:
+    with sqlite_only_engine.connect() as conn:
+        plan = conn.execute(
+            text(
+                "EXPLAIN QUERY PLAN SELECT id FROM incident"
+                " WHERE status IN ('resolved', 'escalated') AND event_count > checked_events"
+            )
+        ).all()
+    assert any("ix_incident_unchecked" in str(row) for row in plan), plan
