@@ -152,6 +152,12 @@ def test_plan_reassignment_bundles_and_reads_only(world: Engine) -> None:
     assert counts(world) == before  # a read tool writes nothing
 
 
+def test_plan_reassignment_of_orders_none_of_which_is_plannable(world: Engine) -> None:
+    out = call(world, "plan_reassignment", {"order_ids": ["o6"]})
+    assert out["ok"] is True, out
+    assert out["assignments"] == [] and [u["reason"] for u in out["unassigned"]] == ["not_plannable"]
+
+
 def test_plan_reassignment_reports_why_orders_stay_unassigned(world: Engine) -> None:
     # only r2 (capacity 2) for four orders: two stay unassigned, for lack of capacity
     out = call(world, "plan_reassignment", {"order_ids": ["o1", "o2", "o3", "o4"], "rider_ids": ["r2"]})

@@ -67,6 +67,13 @@ def test_unassigned_reasons_for_empty_and_full_rider_sets() -> None:
     assert solve_assignment([job("a")], full, P).unassigned[0].reason == "riders_full"
 
 
+def test_no_orders_to_plan_is_an_empty_plan_not_an_error() -> None:
+    """A storm on a real day asked for a plan whose orders were all picked up already: the tool skips
+    them (not plannable) and the solver gets none, with riders on shift."""
+    sol = solve_assignment([], [RiderState("r", 0, 0, 0, 100)], P, exact=True, exact_time_limit_s=1)
+    assert sol.planned == {} and sol.unassigned == [] and sol.trips == [] and sol.objective == 0.0
+
+
 def test_rounds_chain_trips_from_where_the_last_one_ends() -> None:
     orders = [job("a", x=1000), job("b", store="t", sx=3000, x=3000, ready=0, promise=80)]
     sol = solve_assignment(orders, [RiderState("r", 0, 0, 0, 200, capacity=1)], P, rounds=2)

@@ -303,6 +303,8 @@ def _reasons(
     remaining: list[int], first_cols: Columns | None, riders: Sequence[RiderState]
 ) -> list[tuple[UnassignedReason, str]]:
     """Why each order left over got no rider, judged on the first round's columns."""
+    if not remaining:  # nothing left over (or nothing to plan: no round was run, no columns exist)
+        return []
     if not riders:
         return [("no_candidate_riders", "no rider was given or matched the filters")] * len(remaining)
     if all(r.capacity - r.load < 1 for r in riders):
