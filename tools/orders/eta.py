@@ -33,6 +33,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
+from sqlalchemy import ColumnElement, and_, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -41,6 +42,16 @@ from tools.service import get_world
 from tools.state_machine import ACTIVE, OrderStatus
 
 NO_RIDER_WAIT_MINUTES = 30.0
+
+
+def active_at(now: datetime) -> ColumnElement[bool]:
+    """The orders that are active at ``now``: an active status, and placed by then. A replayed real
+    day holds every order of the day from the start, those placed later still ``placed``: they are
+    not there yet for the dispatcher, the forecast or the agent."""
+    return and_(
+        col(Order.status).in_([s.value for s in ACTIVE]),
+        or_(col(Order.status) != OrderStatus.placed.value, col(Order.placed_at) <= now),
+    )
 
 
 @dataclass(frozen=True)
@@ -156,7 +167,7 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
             col(Order.rider_id),
             col(Order.ready_at),
             col(Order.promised_at),
-        ).where(col(Order.status).in_([s.value for s in ACTIVE]))
+        ).where(active_at(now))
     ).all()
 
     leg = _legs(weather, mpm)

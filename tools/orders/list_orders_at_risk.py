@@ -10,9 +10,9 @@ from sqlmodel import col, select
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.models import Order, Store, aware
-from tools.orders.eta import predict_dropoffs
+from tools.orders.eta import active_at, predict_dropoffs
 from tools.service import get_world
-from tools.state_machine import ACTIVE, OrderStatus
+from tools.state_machine import OrderStatus
 
 
 class ListOrdersAtRiskArgs(ToolArgs):
@@ -66,7 +66,7 @@ def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersA
     get_world(session=s)
     now = aware(ctx.now)
     stmt = select(Order).where(
-        col(Order.status).in_([st.value for st in ACTIVE]),
+        active_at(now),
         col(Order.promised_at) <= now + timedelta(minutes=args.horizon_minutes),
     )
     if args.zone:
