@@ -217,11 +217,17 @@ class LeaseKeeper:
             if owner[1] > 1:
                 self._held[incident_id] = (owner[0], owner[1] - 1)
                 return
-            with self.engine.begin() as conn:
-                conn.execute(delete(_TABLE).where(_TABLE.c.incident_id == incident_id, _TABLE.c.holder == self.holder))
-            del self._held[incident_id]
-            self._confirmed.pop(incident_id, None)
-            self._lost.discard(incident_id)
+            try:
+                with self.engine.begin() as conn:
+                    conn.execute(
+                        delete(_TABLE).where(_TABLE.c.incident_id == incident_id, _TABLE.c.holder == self.holder)
+                    )
+            finally:
+                # forgotten here even when the database could not be told: the row then expires
+                # (no longer renewed), and this process can take it again at once (same holder)
+                del self._held[incident_id]
+                self._confirmed.pop(incident_id, None)
+                self._lost.discard(incident_id)
 
     @contextmanager
     def hold(self, incident_id: str) -> Iterator[bool]:

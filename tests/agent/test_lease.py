@@ -10,6 +10,7 @@ import subprocess
 import sys
 import threading
 import time
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -408,3 +409,35 @@ def test_a_lease_left_by_a_killed_process_on_this_host_does_not_block_a_restart(
         assert not out.held_elsewhere and out.status == "resolved"
     finally:
         rt.close()
+
+
+def test_a_give_back_the_database_refused_leaves_no_phantom_hold(engine: Engine, monkeypatch: Any) -> None:
+    """The DELETE fails (the database is away): the process no longer counts the lease as held (so
+    another of its threads is not refused forever, and the keeper stops renewing it); the row expires,
+    and this process can take it again at once."""
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    try:
+        assert a.try_acquire("inc-1")
+
+        class Away(RuntimeError):
+            pass
+
+        def refuse() -> Any:
+            raise Away("database away")
+
+        monkeypatch.setattr(a, "engine", SimpleNamespace(begin=refuse))
+        with pytest.raises(Away):
+            a.release("inc-1")
+        monkeypatch.setattr(a, "engine", engine)
+        assert a.holding() == []
+        assert not b.try_acquire("inc-1")  # the row is still there, not expired
+        other: list[bool] = []
+        t = threading.Thread(target=lambda: other.append(a.try_acquire("inc-1")))
+        t.start()
+        t.join(10)
+        assert other == [True]  # another thread of the same process takes it again
+    finally:
+        a.close()
+        b.close()
