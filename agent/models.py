@@ -175,7 +175,9 @@ def _upgrade_checked_events(conn: Connection) -> None:
         return
     if add_column(conn, "incident", "checked_events", "INTEGER NOT NULL DEFAULT 0"):
         conn.execute(text("UPDATE incident SET checked_events = event_count"))
-    conn.execute(text(f"CREATE INDEX IF NOT EXISTS ix_incident_unchecked ON incident (status) WHERE {_UNCHECKED_SQL}"))
+    # looked up first: on PostgreSQL even a CREATE INDEX IF NOT EXISTS locks the table against writes
+    if "ix_incident_unchecked" not in {ix["name"] for ix in inspect(conn).get_indexes("incident")}:
+        conn.execute(text(f"CREATE INDEX ix_incident_unchecked ON incident (status) WHERE {_UNCHECKED_SQL}"))
 
 
 SCHEMA_UPGRADES.extend([_upgrade_incident_events, _upgrade_checked_events])

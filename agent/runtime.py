@@ -61,6 +61,7 @@ from tools.events import ExceptionEvent
 log = structlog.get_logger(__name__)
 # statuses of an incident whose thread is (or was cut short) between intake and the end of a run
 _RUNNING = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
+_ENDED = frozenset({IncidentStatus.resolved.value, IncidentStatus.escalated.value, IncidentStatus.failed.value})
 
 
 @dataclass
@@ -187,8 +188,13 @@ class AgentRuntime:
             if not mine:
                 log.info("incident_run_held_elsewhere", incident_id=incident_id)
                 return self._held_elsewhere(incident_id)
-            thread_id = self._thread_of(incident_id)
+            thread_id, status = self._thread_and_status(incident_id)
             snap = self.graph.get_state(self.config(thread_id))
+            if not snap.values and status in _ENDED:
+                # an ended incident whose checkpoints are gone (a database restored without them) is
+                # never planned and executed again from the start
+                log.warning("incident_ended_without_checkpoint", incident_id=incident_id, thread_id=thread_id)
+                return self.outcome(incident_id)
             try:
                 if not snap.values:  # a new thread
                     start: dict[str, Any] = {"incident_id": incident_id}
@@ -313,6 +319,11 @@ class AgentRuntime:
         with Session(self.engine) as s:
             req = s.get(ApprovalRequest, request_id)
             return req is not None and req.status != RequestStatus.pending
+
+    def _thread_and_status(self, incident_id: str) -> tuple[str, str | None]:
+        with Session(self.engine) as s:
+            row = s.exec(select(Incident.thread_id, Incident.status).where(Incident.id == incident_id)).first()
+        return (row[0] or incident_id, str(row[1])) if row is not None else (incident_id, None)
 
     def _thread_of(self, incident_id: str) -> str:
         with Session(self.engine) as s:

@@ -437,7 +437,7 @@ def bench_memory() -> dict[str, Any]:
     return {"peak_rss_mb": float(rss), "large_orders": int(orders), "large_riders": int(riders)}
 
 
-def calibration_ms(loops: int = 2_000_000, tries: int = 3) -> float:
+def calibration_ms(loops: int = 1_000_000, tries: int = 3) -> float:
     """The best of ``tries`` timings of a fixed pure-Python loop: how fast this machine runs Python right
     now. A shared machine's speed drifts (here by up to 2x within an hour), and every figure above moves
     with it; the bench records this before and after, so two runs can be compared fairly."""
@@ -459,7 +459,6 @@ def _arg(args: Any, name: str, default: Any) -> Any:
 def run(args: Any) -> int:
     """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
     machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
-    machine["calibration_ms_before"] = calibration_ms()
     result: dict[str, Any] = {"machine": machine}
     repeats = max(int(_arg(args, "repeats", 20)), 1)
     parts: dict[str, Callable[[], dict[str, Any]]] = {
@@ -476,6 +475,7 @@ def run(args: Any) -> int:
     if unknown:
         sys.stderr.write(f"bench: unknown parts {unknown}; known: {', '.join(parts)}\n")
         return 2
+    machine["calibration_ms_before"] = calibration_ms()
     for name, fn in ((n, parts[n]) for n in wanted):
         sys.stderr.write(f"bench: {name} ...\n")
         result.update(fn())

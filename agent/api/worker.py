@@ -381,7 +381,9 @@ class IncidentWorker:
             .where(col(ApprovalRequest.status) != RequestStatus.pending)
         )
         # ended, but an event joined after its last follow-up check (it was ingested elsewhere, or
-        # here by a process that stopped before the run it queued): that run's check happens now
+        # here by a process that stopped before the run it queued): that run's check happens now.
+        # A failed incident is left out on purpose: its run would retry the node that failed, and a
+        # failure is a person's to look at (its error record says why)
         unchecked = (
             select(Incident.id)
             .where(col(Incident.status).in_([IncidentStatus.resolved.value, IncidentStatus.escalated.value]))

@@ -441,3 +441,20 @@ def test_a_give_back_the_database_refused_leaves_no_phantom_hold(engine: Engine,
     finally:
         a.close()
         b.close()
+
+
+def test_an_ended_incident_whose_checkpoints_are_gone_is_not_run_again(engine: Engine) -> None:
+    """Recovery may run an ended incident (an event joined after its last check); if its thread's
+    checkpoints were lost (a database restored without them), nothing is planned or paid again."""
+    rt = runtime(engine, [COUPON])
+    try:
+        iid = opened(engine, rt)
+        assert rt.run_incident(iid).status == "resolved"
+        before = [r.stage for r in records(engine, iid)]
+        rt.checkpointer.delete_thread(iid)
+        out = rt.run_incident(iid)
+        assert out.status == "resolved" and out.error is None
+        assert [r.stage for r in records(engine, iid)] == before
+        assert comps(engine) == ["coupon"]
+    finally:
+        rt.close()
