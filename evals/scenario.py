@@ -16,7 +16,7 @@ from evals.case import Binding, EventSpec, IncidentCase, SetupOp
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import Customer, Order, OrderLine, Rider, RiderStatus, Sku, Stock, Store, StoreKind, Weather, aware
 from tools.service import get_world, set_world_now, world_now
-from tools.state_machine import ACTIVE, OrderStatus
+from tools.state_machine import OrderStatus
 
 REF = re.compile(r"^\$([a-z_][a-z0-9_]*)(?:\.([a-z_]+))?$")
 
@@ -53,7 +53,10 @@ def build_world(*, session: Session, case: IncidentCase, data_dir: Any) -> list[
 
 
 def _active_orders(session: Session) -> list[Order]:
-    stmt = select(Order).where(col(Order.status).in_([s.value for s in ACTIVE])).order_by(Order.id)
+    """The world's active orders now (on a replayed real day, not those placed later)."""
+    from tools.orders.eta import active_at
+
+    stmt = select(Order).where(active_at(world_now(session=session))).order_by(Order.id)
     return list(session.exec(stmt))
 
 
