@@ -257,7 +257,8 @@ class LeaseKeeper:
     def renew(self, incident_ids: list[str] | None = None) -> list[str]:
         """Push back the expiry of the leases this process holds (or of ``incident_ids``); the ones it
         no longer holds (taken over after expiring: it stalled past the ttl) are logged and returned."""
-        held = self.holding() if incident_ids is None else [i for i in incident_ids if i in self.holding()]
+        holding = self.holding()
+        held = holding if incident_ids is None else [i for i in incident_ids if i in holding]
         if not held:
             return []
         asked = time.monotonic()
@@ -309,14 +310,3 @@ class LeaseKeeper:
         if held:
             with self.engine.begin() as conn:
                 conn.execute(delete(_TABLE).where(_TABLE.c.incident_id.in_(held), _TABLE.c.holder == self.holder))
-
-
-def lease_holder(engine: Engine, incident_id: str) -> tuple[str, float] | None:
-    """Who holds the incident's lease and until when (epoch seconds), or None."""
-    with engine.connect() as conn:
-        row = conn.execute(
-            _TABLE.select()
-            .with_only_columns(_TABLE.c.holder, _TABLE.c.expires_at)
-            .where(_TABLE.c.incident_id == incident_id)
-        ).first()
-    return None if row is None else (str(row[0]), float(row[1]))

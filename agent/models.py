@@ -36,6 +36,9 @@ OPEN_STATUSES = frozenset(
     }
 )
 
+# a run is under way in these (or was cut short there: the process stopped between intake and the end)
+UNFINISHED_STATUSES = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
+
 
 class IncidentBase(SQLModel):
     type: str  # the ExceptionType of the event that opened it
@@ -134,8 +137,8 @@ class ExecutedStep(SQLModel, table=True):
 
 
 class RunLease(SQLModel, table=True):
-    """Which process runs an incident's graph now, until when (see agent.lease). Wall-clock epoch
-    seconds: a lease outlives neither its holder's renewals nor a simulation's clock."""
+    """Which process runs an incident's graph now, until when (see agent.lease). Epoch seconds of the
+    database's clock, never a simulation's: a lease does not outlive its holder's renewals."""
 
     incident_id: str = Field(primary_key=True)
     holder: str

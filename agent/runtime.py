@@ -49,7 +49,7 @@ from agent.execute import AfterCommit, list_executed
 from agent.graph import compile_graph
 from agent.incidents import IngestResult, incident_event_ids, ingest_events
 from agent.lease import LeaseKeeper, LeaseLost
-from agent.models import WITHOUT_PLAN, Incident, IncidentStatus
+from agent.models import UNFINISHED_STATUSES, WITHOUT_PLAN, Incident, IncidentStatus
 from agent.planners.base import Planner
 from agent.records import record
 from agent.settings import Settings, get_settings
@@ -59,8 +59,6 @@ from tools.db import WalCheckpointer, session_scope, sqlite_path
 from tools.events import ExceptionEvent
 
 log = structlog.get_logger(__name__)
-# statuses of an incident whose thread is (or was cut short) between intake and the end of a run
-_RUNNING = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
 _ENDED = frozenset({IncidentStatus.resolved.value, IncidentStatus.escalated.value, IncidentStatus.failed.value})
 
 
@@ -326,9 +324,7 @@ class AgentRuntime:
         return (row[0] or incident_id, str(row[1])) if row is not None else (incident_id, None)
 
     def _thread_of(self, incident_id: str) -> str:
-        with Session(self.engine) as s:
-            thread_id = s.exec(select(Incident.thread_id).where(Incident.id == incident_id)).first()
-            return thread_id or incident_id
+        return self._thread_and_status(incident_id)[0]
 
     @staticmethod
     def _uncovered(session: Session, incident_id: str) -> list[str]:
@@ -416,7 +412,7 @@ class AgentRuntime:
                 with session_scope(self.engine) as w:
                     w.execute(
                         update(Incident)
-                        .where(col(Incident.id) == incident_id, col(Incident.status).in_(_RUNNING))
+                        .where(col(Incident.id) == incident_id, col(Incident.status).in_(UNFINISHED_STATUSES))
                         .values(status=IncidentStatus.awaiting_approval)
                     )
             return IncidentOutcome(

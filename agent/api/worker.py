@@ -368,11 +368,10 @@ class IncidentWorker:
 
         from sqlmodel import Session, col, select
 
-        from agent.models import Incident, IncidentStatus
+        from agent.models import UNFINISHED_STATUSES, Incident, IncidentStatus
         from guardrails.models import ApprovalRequest, RequestStatus
 
-        unfinished = (IncidentStatus.open, IncidentStatus.investigating, IncidentStatus.executing)
-        stmt = select(Incident.id).where(col(Incident.status).in_([x.value for x in unfinished]))
+        stmt = select(Incident.id).where(col(Incident.status).in_([x.value for x in UNFINISHED_STATUSES]))
         # waiting for a request that no longer waits: decided or expired, never resumed
         settled = (
             select(Incident.id)
