@@ -17,7 +17,7 @@ import pytest
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from agent.lease import LeaseKeeper, holder_is_dead, lease_holder, process_holder
+from agent.lease import LeaseKeeper, holder_is_dead, process_holder
 from agent.models import Incident, RunLease
 from agent.plan import Plan
 from agent.runtime import AgentRuntime
@@ -48,6 +48,13 @@ def dead_pid() -> int:
     proc = subprocess.Popen([sys.executable, "-c", "pass"])
     proc.wait()
     return proc.pid
+
+
+def lease_holder(engine: Engine, incident_id: str) -> tuple[str, float] | None:
+    """Who holds the incident's lease and until when (epoch seconds), or None."""
+    with Session(engine) as s:
+        row = s.get(RunLease, incident_id)
+        return None if row is None else (row.holder, row.expires_at)
 
 
 def put_lease(engine: Engine, incident_id: str, holder: str, expires_at: float) -> None:

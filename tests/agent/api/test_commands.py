@@ -4,6 +4,7 @@ the demo's city injects exceptions."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,18 +19,23 @@ from tools.events import ExceptionType
 from tools.models import OrderLine
 
 
-def test_token_create_prints_the_secret_once_and_stores_its_hash(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
+@pytest.fixture
+def cli_database(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """The URL of a fresh database the CLI commands use (DATABASE_URL, settings read again)."""
     from agent.settings import get_settings
 
     url = f"sqlite:///{tmp_path / 'cli.db'}"
     monkeypatch.setenv("DATABASE_URL", url)
     get_settings.cache_clear()
-    try:
-        assert main(["token", "create", "--role", "supervisor", "--name", "alice"]) == 0
-    finally:
-        get_settings.cache_clear()
+    yield url
+    get_settings.cache_clear()
+
+
+def test_token_create_prints_the_secret_once_and_stores_its_hash(
+    cli_database: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    url = cli_database
+    assert main(["token", "create", "--role", "supervisor", "--name", "alice"]) == 0
     out = capsys.readouterr()
     secret = out.out.strip()
     assert secret.startswith("oa_") and "alice" in out.err
@@ -41,33 +47,23 @@ def test_token_create_prints_the_secret_once_and_stores_its_hash(
         main(["token", "create", "--role", "root", "--name", "x"])
 
 
-def test_token_list_and_revoke(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
-) -> None:
-    from agent.settings import get_settings
-
-    url = f"sqlite:///{tmp_path / 'cli.db'}"
-    monkeypatch.setenv("DATABASE_URL", url)
-    get_settings.cache_clear()
-    try:
-        assert main(["token", "create", "--role", "supervisor", "--name", "alice"]) == 0
-        assert main(["token", "create", "--role", "dispatcher", "--name", "bob"]) == 0
-        alice, bob = capsys.readouterr().out.split()
-        assert main(["token", "list"]) == 0
-        rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
-        assert [(r[2], r[3], r[5]) for r in rows] == [
-            ("supervisor", "alice", "active"),
-            ("dispatcher", "bob", "active"),
-        ]
-        assert not any(alice in line or bob in line for r in rows for line in r)  # never the secrets
-        alice_id = int(rows[0][0])
-        assert main(["token", "revoke", str(alice_id)]) == 0
-        assert main(["token", "revoke", "999"]) == 1
-        assert main(["token", "list"]) == 0
-        assert [line.split("\t")[5] for line in capsys.readouterr().out.splitlines()] == ["revoked", "active"]
-    finally:
-        get_settings.cache_clear()
-    with Session(get_engine(url)) as s:
+def test_token_list_and_revoke(cli_database: str, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["token", "create", "--role", "supervisor", "--name", "alice"]) == 0
+    assert main(["token", "create", "--role", "dispatcher", "--name", "bob"]) == 0
+    alice, bob = capsys.readouterr().out.split()
+    assert main(["token", "list"]) == 0
+    rows = [line.split("\t") for line in capsys.readouterr().out.splitlines()]
+    assert [(r[2], r[3], r[5]) for r in rows] == [
+        ("supervisor", "alice", "active"),
+        ("dispatcher", "bob", "active"),
+    ]
+    assert not any(alice in line or bob in line for r in rows for line in r)  # never the secrets
+    alice_id = int(rows[0][0])
+    assert main(["token", "revoke", str(alice_id)]) == 0
+    assert main(["token", "revoke", "999"]) == 1
+    assert main(["token", "list"]) == 0
+    assert [line.split("\t")[5] for line in capsys.readouterr().out.splitlines()] == ["revoked", "active"]
+    with Session(get_engine(cli_database)) as s:
         assert authenticate_token(session=s, secret=alice) is None
         assert authenticate_token(session=s, secret=bob) is not None
 

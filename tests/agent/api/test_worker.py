@@ -658,52 +658,50 @@ def test_a_failure_outside_the_ingest_still_answers_every_request_of_the_group(
 # ---- other processes: run leases, settled requests ----------------------------------------------
 
 
-def test_a_run_leased_by_another_process_is_retried_until_the_lease_is_free(
-    world: Engine, make_worker: MakeWorker
-) -> None:
+@pytest.fixture
+def leased_elsewhere(world: Engine, make_worker: MakeWorker) -> Iterator[tuple[IncidentWorker, RunRecorder, Any, Any]]:
+    """A worker with one incident queued whose run lease another process holds: (worker, its runs,
+    the ingest result, the other process's LeaseKeeper)."""
     from agent.lease import LeaseKeeper
 
     worker = make_worker(world, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
     runs = record_runs(worker, real=True)
     (res,) = runtime_of(worker).ingest([stalled("ev-1")])
     other = LeaseKeeper(world, holder="another-process")
-    try:
-        assert other.try_acquire(res.incident_id)
-        worker.schedule(res.incident_id)
-        with pytest.raises(TimeoutError):  # the run is not given up while it waits for the lease
-            worker.drain(timeout_s=2.5)
-        runs.wait_for(2)  # tried, and tried again a second later
-        assert incident(world, res.incident_id).status == IncidentStatus.open
-        assert worker.pending() >= 1  # queued again (and maybe trying right now)
-        other.release(res.incident_id)
-        worker.drain(timeout_s=WAIT_S)
-    finally:
-        other.close()
+    assert other.try_acquire(res.incident_id)
+    worker.schedule(res.incident_id)
+    yield worker, runs, res, other
+    other.close()
+
+
+def test_a_run_leased_by_another_process_is_retried_until_the_lease_is_free(
+    world: Engine, leased_elsewhere: tuple[IncidentWorker, RunRecorder, Any, Any]
+) -> None:
+    worker, runs, res, other = leased_elsewhere
+    with pytest.raises(TimeoutError):  # the run is not given up while it waits for the lease
+        worker.drain(timeout_s=2.5)
+    runs.wait_for(2)  # tried, and tried again a second later
+    assert incident(world, res.incident_id).status == IncidentStatus.open
+    assert worker.pending() >= 1  # queued again (and maybe trying right now)
+    other.release(res.incident_id)
+    worker.drain(timeout_s=WAIT_S)
     ran = incident(world, res.incident_id)
     assert ran.status != IncidentStatus.open and ran.plan is not None
     assert worker.pending() == 0
 
 
-def test_stop_leaves_a_run_leased_elsewhere_to_its_holder(world: Engine, make_worker: MakeWorker) -> None:
-    from agent.lease import LeaseKeeper
-
-    worker = make_worker(world, intake_debounce_ms=QUIET, intake_max_wait_ms=QUIET)
-    runs = record_runs(worker, real=True)
-    (res,) = runtime_of(worker).ingest([stalled("ev-1")])
-    other = LeaseKeeper(world, holder="another-process")
-    try:
-        assert other.try_acquire(res.incident_id)
-        worker.schedule(res.incident_id)
-        with pytest.raises(TimeoutError):
-            worker.drain(timeout_s=0.5)
-        runs.wait_for(1)
-        started = time.monotonic()
-        worker.stop()
-        assert time.monotonic() - started < 5  # no wait for the other process's lease
-        assert worker.pending() == 0
-        assert incident(world, res.incident_id).status == IncidentStatus.open
-    finally:
-        other.close()
+def test_stop_leaves_a_run_leased_elsewhere_to_its_holder(
+    world: Engine, leased_elsewhere: tuple[IncidentWorker, RunRecorder, Any, Any]
+) -> None:
+    worker, runs, res, _ = leased_elsewhere
+    with pytest.raises(TimeoutError):
+        worker.drain(timeout_s=0.5)
+    runs.wait_for(1)
+    started = time.monotonic()
+    worker.stop()
+    assert time.monotonic() - started < 5  # no wait for the other process's lease
+    assert worker.pending() == 0
+    assert incident(world, res.incident_id).status == IncidentStatus.open
 
 
 def test_recover_queues_an_incident_whose_settled_request_was_never_resumed(
