@@ -149,15 +149,27 @@ def add_column(conn: Connection, table: str, column: str, ddl: str) -> bool:
     return True
 
 
+# pg_advisory_xact_lock key of schema changes: "schm" as an int, shared by every process starting
+SCHEMA_LOCK_KEY = 0x7363686D
+
+
 def init_db(engine: Engine) -> None:
     """Create every table of every package (imports register them with SQLModel.metadata), and bring
-    a database made by an earlier version up to date (``SCHEMA_UPGRADES``)."""
+    a database made by an earlier version up to date (``SCHEMA_UPGRADES``).
+
+    One transaction holding a lock first: processes starting together on one database (a service and
+    its workers) take turns, so the second finds the tables and columns the first made instead of
+    creating them again (which fails: no ``ADD COLUMN IF NOT EXISTS`` on SQLite)."""
     import_all_models()
-    SQLModel.metadata.create_all(engine)
-    if SCHEMA_UPGRADES:
-        with engine.begin() as conn:
-            for upgrade in SCHEMA_UPGRADES:
-                upgrade(conn)
+    with engine.begin() as conn:
+        if conn.dialect.name == "postgresql":
+            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
+        elif conn.dialect.name == "sqlite":
+            # the write lock before the first read (see _write_lock in make_engine), held to the commit
+            conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
+        SQLModel.metadata.create_all(conn)
+        for upgrade in SCHEMA_UPGRADES:
+            upgrade(conn)
 
 
 def drop_db(engine: Engine) -> None:

@@ -3,16 +3,20 @@ checked events) is brought up to date."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
 
+import pytest
 from sqlalchemy import inspect, text
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import Connection, Engine
 from sqlmodel import Session
 
+import tools.db
 from agent.incidents import incident_event_ids, incident_payloads, ingest_events
 from agent.models import Incident
 from tests.agent.test_incidents import T0, WINDOW, ev
-from tools.db import init_db, session_scope
+from tools.db import column_names as _column_names
+from tools.db import init_db, make_engine, session_scope
 from tools.events import ExceptionType
 
 
@@ -102,3 +106,48 @@ def test_the_recovery_look_up_of_unchecked_incidents_uses_the_partial_index(sqli
             )
         ).all()
     assert any("ix_incident_unchecked" in str(row) for row in plan), plan
+
+
+def test_processes_starting_together_on_an_earlier_database_upgrade_it_once(
+    engine: Engine, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Two starts at once (a service and its worker): without turns, both read the old columns, both
+    add the new ones, and the second fails. Each start here, once it has read the columns, waits up to
+    a second for the other to have read them too, so an unserialised upgrade always collides."""
+    _as_before(engine)
+    both_read = threading.Barrier(2, timeout=1.0)
+    waited: set[str] = set()
+
+    def columns_then_wait(conn: Connection, table: str) -> set[str]:
+        names = _column_names(conn, table)
+        me = threading.current_thread().name
+        if table == "incident" and me.startswith("start-") and me not in waited:
+            waited.add(me)
+            try:
+                both_read.wait()
+            except threading.BrokenBarrierError:  # the other start waits for this one's turn to end
+                pass
+        return names
+
+    monkeypatch.setattr(tools.db, "column_names", columns_then_wait)
+    url = engine.url.render_as_string(hide_password=False)
+    errors: list[BaseException] = []
+
+    def start() -> None:
+        eng = make_engine(url)
+        try:
+            init_db(eng)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+        finally:
+            eng.dispose()
+
+    threads = [threading.Thread(target=start, name=f"start-{i}") for i in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == []
+    with Session(engine) as s:
+        inc = s.get(Incident, "inc-old")
+        assert inc is not None and inc.event_count == 2 and inc.checked_events == 2
