@@ -72,12 +72,14 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
     from agent.api.service import list_tokens
     from tools.db import get_engine
+    from tools.models import aware
 
     with Session(get_engine()) as session:
         for t in list_tokens(session=session):
             state = "revoked" if t.revoked else "active"
             role = getattr(t.role, "value", t.role)
-            sys.stdout.write(f"{t.id}\t{t.prefix}\t{role}\t{t.name}\t{t.created_at.isoformat()}\t{state}\n")
+            created = aware(t.created_at).isoformat()  # UTC on both backends (SQLite hands back naive)
+            sys.stdout.write(f"{t.id}\t{t.prefix}\t{role}\t{t.name}\t{created}\t{state}\n")
     return 0
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -58,6 +59,7 @@ def test_token_list_and_revoke(cli_database: str, capsys: pytest.CaptureFixture[
         ("dispatcher", "bob", "active"),
     ]
     assert not any(alice in line or bob in line for r in rows for line in r)  # never the secrets
+    assert all(datetime.fromisoformat(r[4]).utcoffset() == timedelta(0) for r in rows)  # UTC, said so
     alice_id = int(rows[0][0])
     assert main(["token", "revoke", str(alice_id)]) == 0
     assert main(["token", "revoke", "999"]) == 1
