@@ -21,7 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
-from functools import partial
+from functools import partial, wraps
 from pathlib import Path
 from typing import Any
 
@@ -67,13 +67,115 @@ def _stage_times(engine: Any, incident_ids: list[str]) -> dict[str, float]:
     return out
 
 
-def bench_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
+# what `bench --only storm_timers` times inside the storm's span (module, attribute): every read
+# tool (by name, through Tool.invoke) and these calls. Inclusive and overlapping: customer values are
+# inside the compensation quotes' tool and the assessment's facts, the solver inside its tool.
+TIMED_CALLS: tuple[tuple[str, str], ...] = (
+    ("agent.incidents", "ingest_events"),
+    ("tools.riders.solver", "solve_assignment"),
+    ("tools.customers.value", "customer_values"),
+    ("tools.compensation.model", "CompensationModel.quote"),
+    ("agent.planners.playbook", "PlaybookPlanner.plan"),
+    ("guardrails.validation", "build_assess_context"),
+    ("guardrails.policy", "assess_plan"),
+    ("guardrails.service", "create_approval_request"),
+    ("audit.service", "append_record"),
+)
+
+
+class _Timers:
+    """Wall-clock totals of ``TIMED_CALLS`` and of each tool, per storm run, while installed: each
+    function is replaced by a timing wrapper in its module, in every module that imported it by name,
+    and restored on exit. A profiler's view without a profiler's overhead on every call."""
+
+    def __init__(self) -> None:
+        self.totals: dict[str, float] = {}
+        self.runs: dict[str, list[float]] = {}
+        self._undo: list[tuple[Any, str, Any]] = []
+
+    def _wrap(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+        totals = self.totals
+
+        @wraps(fn)
+        def timed(*a: Any, **k: Any) -> Any:
+            t0 = time.perf_counter()
+            try:
+                return fn(*a, **k)
+            finally:
+                totals[key] = totals.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+
+        return timed
+
+    def __enter__(self) -> _Timers:
+        import importlib
+
+        from tools.base import Tool
+
+        invoke = Tool.invoke
+        totals = self.totals
+
+        def timed_invoke(tool: Any, ctx: Any, raw: Any) -> dict[str, Any]:
+            t0 = time.perf_counter()
+            try:
+                return invoke(tool, ctx, raw)
+            finally:
+                key = f"tool {tool.name}"
+                totals[key] = totals.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+
+        self._undo.append((Tool, "invoke", invoke))
+        Tool.invoke = timed_invoke  # type: ignore[method-assign,assignment]
+        for module_name, attr in TIMED_CALLS:
+            owner: Any = importlib.import_module(module_name)
+            *path, name = attr.split(".")
+            for part in path:
+                owner = getattr(owner, part)
+            fn = getattr(owner, name)
+            wrapped = self._wrap(attr.rsplit(".", 1)[-1] if path else attr, fn)
+            holders = [owner] if path else [m for m in list(sys.modules.values()) if getattr(m, name, None) is fn]
+            for holder in holders:
+                self._undo.append((holder, name, fn))
+                setattr(holder, name, wrapped)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        for holder, name, fn in reversed(self._undo):
+            setattr(holder, name, fn)
+        self._undo.clear()
+
+    def start_run(self) -> None:
+        self.totals.clear()
+
+    def keep_run(self, totals: dict[str, float]) -> None:
+        for key, ms in totals.items():
+            self.runs.setdefault(key, []).append(ms)
+
+    def medians(self, runs: int) -> dict[str, float]:
+        # a call missing from a run counts as 0 ms there
+        return {
+            k: round(statistics.median(v + [0.0] * (runs - len(v))), 2)
+            for k, v in sorted(self.runs.items(), key=lambda kv: -statistics.median(kv[1]))
+        }
+
+
+def bench_storm_timers(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
+    """The storm's span again with ``_Timers`` installed: where the milliseconds go (the wrappers
+    cost a little; ``storm_timers_e2e_median_ms`` is this run's own median for comparison)."""
+    with _Timers() as timers:
+        out = bench_storm(repeats=repeats, seed=seed, timers=timers)
+    return {
+        "storm_timers_e2e_median_ms": out["storm_e2e_median_ms"],
+        "storm_timers_ms": timers.medians(out["storm_e2e_runs"]),
+    }
+
+
+def bench_storm(*, repeats: int = 20, seed: int = 7, timers: _Timers | None = None) -> dict[str, Any]:
     """Events accepted -> plan persisted, approvals queued, verdict/approval audit written.
 
     The clock stops when the graph's ``assess`` node has committed the plan's verdicts, the approval
     request and their audit records (``on_assessed``); the run then goes on to execute the allowed
     steps, timed separately as ``storm_execute_ms``. Stage figures come from the audit records'
     wall-clock times (no instrumentation inside the graph): ingest, intake+investigate, plan, assess.
+    With ``timers`` (``bench_storm_timers``), the timed calls' totals up to that moment are kept too.
     """
     from agent.runtime import AgentRuntime, make_planner
     from tools.world.generate import generate_world
@@ -107,13 +209,23 @@ def bench_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
             _reset_world(template, run_db, eng)
             clear_world_caches()
             assessed: list[float] = []
+            at_assessed: dict[str, float] = {}
+
+            def on_assessed(marks: list[float] = assessed, snap: dict[str, float] = at_assessed) -> None:
+                marks.append(time.perf_counter())
+                if timers is not None:
+                    snap.clear()
+                    snap.update(timers.totals)
+
             rt = AgentRuntime(
                 engine=eng,
                 settings=run_settings,
                 clock=FakeClock(start),
                 planner=make_planner(run_settings, "playbook"),
-                on_assessed=lambda marks=assessed: marks.append(time.perf_counter()),  # type: ignore[misc]
+                on_assessed=on_assessed,
             )
+            if timers is not None:
+                timers.start_run()
             wall0 = time.time()
             t0 = time.perf_counter()
             ids = sorted({r.incident_id for r in rt.ingest(events)})
@@ -148,6 +260,8 @@ def bench_storm(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
                     cols["plan"].append((stages["proposal"] - stages["investigation"]) * 1000)
                     cols["assess"].append((wall_assessed - stages["proposal"]) * 1000)
                 executed.append(n_exec)
+                if timers is not None:
+                    timers.keep_run(at_assessed)
         eng.dispose()
     out: dict[str, Any] = {
         "storm_e2e_median_ms": statistics.median(cols["e2e"]),
@@ -468,9 +582,11 @@ def run(args: Any) -> int:
         "intake": bench_intake,
         "intake_batched": _bench_intake_batched,
         "memory": bench_memory,
+        # not in a plain `bench`: the storm again, instrumented (`--only storm_timers`)
+        "storm_timers": partial(bench_storm_timers, repeats=repeats, seed=int(_arg(args, "seed", 7))),
     }
     only = getattr(args, "only", None)
-    wanted = [p.strip() for p in only.split(",")] if only else list(parts)
+    wanted = [p.strip() for p in only.split(",")] if only else [p for p in parts if p != "storm_timers"]
     unknown = [p for p in wanted if p not in parts]
     if unknown:
         sys.stderr.write(f"bench: unknown parts {unknown}; known: {', '.join(parts)}\n")

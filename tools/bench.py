@@ -38,7 +38,10 @@ def add_commands(subparsers: Any) -> None:
         "--only",
         default=None,
         metavar="PARTS",
-        help="bench all: comma-separated parts (storm,approval,audit,intake,intake_batched,memory)",
+        help=(
+            "bench all: comma-separated parts (storm,approval,audit,intake,intake_batched,memory;"
+            " storm_timers, the storm instrumented, only when named)"
+        ),
     )
     p.set_defaults(func=run_bench)
 

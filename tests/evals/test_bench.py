@@ -72,3 +72,22 @@ def test_bench_all_writes_the_selected_parts_as_json(tmp_path: Path, monkeypatch
     assert calls == [("storm", 3), ("audit", None)]
     bad = parser.parse_args(["bench", "all", "--only", "storm,nope"])
     assert bad.func(bad) == 2
+
+
+@pytest.mark.slow
+def test_storm_timers_say_where_the_time_goes_and_leave_nothing_installed() -> None:
+    from tools.base import Tool
+    from tools.riders import plan_reassignment, solver
+
+    before = (Tool.invoke, solver.solve_assignment, plan_reassignment.solve_assignment)
+    out = bench.bench_storm_timers(repeats=2)
+    timed = out["storm_timers_ms"]
+    # every tool the storm's investigation calls, and the calls inside them, imported by name or not
+    for key in ("tool list_orders_at_risk", "tool plan_reassignment", "tool quote_compensation"):
+        assert timed[key] > 0
+    assert 0 < timed["solve_assignment"] < timed["tool plan_reassignment"]
+    assert 0 < timed["customer_values"] and 0 < timed["quote"] < timed["tool quote_compensation"]
+    assert timed["append_record"] > 0 and timed["create_approval_request"] > 0
+    assert sum(v for k, v in timed.items() if k.startswith("tool ")) < out["storm_timers_e2e_median_ms"]
+    after = (Tool.invoke, solver.solve_assignment, plan_reassignment.solve_assignment)
+    assert after == before
