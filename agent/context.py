@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sqlalchemy.engine import Engine
+from sqlmodel import Session
 
 from agent.execute import AfterCommit
 from agent.planners.base import Planner
@@ -33,6 +34,9 @@ class RunContext:
     after_commit: AfterCommit | None = None
     # called once the plan, verdicts, approval request and their audit records are committed
     on_assessed: Callable[[], None] | None = None
+    # called in each write transaction of the run just before it commits (the run lease's fence,
+    # agent.lease.LeaseKeeper.fence): raises when this process no longer holds the incident
+    fence: Callable[[Session], None] | None = None
     # what a node built for the next nodes of this same run, under its content digest (the validated
     # plan and its dump): they need not read back and re-validate what was just written.
     # A resumed run starts with it empty and reads the database, like a run after a crash.

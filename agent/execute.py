@@ -67,11 +67,13 @@ def run_step(
     approved_by: list[str] | None = None,
     after_commit: AfterCommit | None = None,
     extras: dict[str, Any] | None = None,
+    fence: Callable[[Session], None] | None = None,
 ) -> StepOutcome:
     """Run ``step`` once under its idempotency key; re-validate live first (stale -> not run).
 
     ``extras`` reach the tool as ``ToolContext.extras`` (e.g. caches the caller shares between steps
-    that read the same world state; the caller invalidates them)."""
+    that read the same world state; the caller invalidates them). ``fence`` runs in the transaction
+    just before it commits (the run lease: raising there rolls the step and its key back)."""
     key = idempotency_key(incident_id, step)
     # Core statements on the ExecutedStep table (no ORM object per step: a storm runs ~230 steps and
     # the unit-of-work bookkeeping cost more than the statements); same rows, same transaction.
@@ -131,6 +133,8 @@ def run_step(
             )
         )
         outcome = StepOutcome(StepStatus.executed if ok else StepStatus.failed, key, result, error)
+        if fence is not None:
+            fence(session)
     # committed: the effect and its key are durable together
     if after_commit is not None:
         after_commit(step, outcome)

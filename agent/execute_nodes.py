@@ -13,10 +13,9 @@ from sqlmodel import Session
 
 from agent.execute import StepOutcome, run_step
 from agent.plan import Plan, PlanStep, StepStatus
-from agent.reads import Ctx, clock_now, incident_row, thread_plan
+from agent.reads import Ctx, clock_now, incident_row, node_session, thread_plan
 from agent.records import record
 from agent.state import IncidentState
-from tools.db import session_scope
 from tools.orders.eta import ETA_CACHE, PredictionCache
 
 # risks whose steps neither move orders nor riders nor stock (see _run_steps)
@@ -107,6 +106,7 @@ def _run_steps(
             approved_by=approvers,
             after_commit=rc.after_commit,
             extras=extras,
+            fence=rc.fence,
         )
         if moves_world(step):
             eta_cache.clear()
@@ -114,7 +114,7 @@ def _run_steps(
         results[str(step.index)] = outcome.summary()
         if outcome.status == StepStatus.failed and not step.continue_on_failure:
             halted = True
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         inc.step_status = {**inc.step_status, **status}
         inc.updated_at = clock_now(runtime)
@@ -136,7 +136,7 @@ def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         plan = thread_plan(state, incident_row(s, state["incident_id"]), runtime)
     status = state.get("step_status", {})
     if state.get("autonomy") == "shadow":
-        with session_scope(runtime.context.engine) as s:
+        with node_session(runtime) as s:
             inc = incident_row(s, state["incident_id"])
             would = [
                 st.model_dump(mode="json")
@@ -224,7 +224,7 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     out = _run_steps(runtime, state, plan, todo, f"approved in request {rid}")
     out["step_status"] = {**status, **out["step_status"]}
     if status:
-        with session_scope(rc.engine) as s:
+        with node_session(runtime) as s:
             inc = incident_row(s, state["incident_id"])
             inc.step_status = {**inc.step_status, **status}
             s.add(inc)

@@ -33,17 +33,26 @@ from agent.investigate import expand_scope, investigate
 from agent.models import IncidentStatus
 from agent.plan import Plan, StepStatus
 from agent.planners.base import PlanContext
-from agent.reads import Ctx, brief_of, clock_now, incident_row, plan_digest, read_caller, thread_plan, thread_plan_dump
+from agent.reads import (
+    Ctx,
+    brief_of,
+    clock_now,
+    incident_row,
+    node_session,
+    plan_digest,
+    read_caller,
+    thread_plan,
+    thread_plan_dump,
+)
 from agent.records import load_snapshot, record
 from agent.state import IncidentState
-from tools.db import session_scope
 
 # --- nodes -----------------------------------------------------------------------------------------
 
 
 def intake(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         autonomy = rc.settings.autonomy_for(inc.type)
         inc.status, inc.autonomy, inc.planner, inc.updated_at = (
@@ -73,7 +82,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     from audit.service import store_snapshot
 
     rc = runtime.context
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff)
         snapshot = investigate(brief, read_caller(runtime, s, inc.id), now=clock_now(runtime))
@@ -96,7 +105,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
 def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         # the snapshot as stored (canonical key order), never the investigation's in-memory dict: a
         # planner must plan from exactly the facts the audit keeps
@@ -150,7 +159,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     policy = rc.policy or load_policy(rc.settings.policy_file)
     autonomy = state.get("autonomy", "auto")
     now = clock_now(runtime)
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         plan = thread_plan(state, inc, runtime)
         # what each step names, read once from its arguments for the facts and the verdicts
@@ -293,10 +302,9 @@ def approval_payload(session: Session, req: Any, state: IncidentState) -> dict[s
 
 
 def report(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
-    rc = runtime.context
     status = state.get("step_status", {})
     counts = _count(status)
-    with session_scope(rc.engine) as s:
+    with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         plan = thread_plan(state, inc, runtime)
         escalated = any(

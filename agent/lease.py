@@ -11,8 +11,10 @@ A lease expires ``ttl_s`` after it was taken or last renewed, so a process that 
 blocks the incident for at most that long; a keeper thread renews every lease its process holds, and
 the runtime confirms its lease between graph nodes (``confirm``: a database check once the last one is
 older than a third of the ttl), so a process that stalled past the ttl and lost its lease stops at the
-next node instead of running on beside the new holder. Expiry is reckoned in the database's clock, so
-the hosts' clocks need not agree.
+next node instead of running on beside the new holder. Every write transaction of a run (each node's,
+each executed step's) is fenced too (``fence``: the lease checked in that transaction), so
+what a stalled process was in the middle of when it lost the lease rolls back instead of landing beside
+the new holder's. Expiry is reckoned in the database's clock, so the hosts' clocks need not agree.
 
 A lease whose holder ran on this machine (same host name, boot and process namespace) and is gone (no
 such process id, or one started at another time) is taken over at once: a service restarted after a
@@ -37,6 +39,7 @@ from sqlalchemy import delete, or_, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
+from sqlmodel import Session
 
 from agent.models import RunLease
 from audit.logging import get_logger
@@ -253,6 +256,35 @@ class LeaseKeeper:
                 return False
             fresh = time.monotonic() - self._confirmed.get(incident_id, 0.0) < self.ttl_s / 3
         return fresh or incident_id not in self.renew([incident_id])
+
+    def fence(self, incident_id: str, session: Session) -> None:
+        """In a run's write transaction, just before it commits: go on if this process still holds the
+        lease, else raise ``LeaseLost`` (the caller's transaction then rolls back, so nothing of it
+        lands). Atomic with the commit: the check is a no-op UPDATE of the lease row, which keeps the
+        row (PostgreSQL) or the database's write lock (SQLite) to the end of the transaction, so a
+        takeover waits for the commit. A process that stalled past the ttl mid-node thus writes
+        nothing once another holds the lease. One statement, no renewal (the keeper renews)."""
+        with self._lock:
+            held = incident_id in self._held and incident_id not in self._lost
+        if held:
+            held = (
+                session.connection()
+                .execute(
+                    update(_TABLE)
+                    .where(_TABLE.c.incident_id == incident_id, _TABLE.c.holder == self.holder)
+                    .values(holder=_TABLE.c.holder)
+                    .returning(_TABLE.c.incident_id)
+                )
+                .first()
+                is not None
+            )
+        if held:
+            return
+        with self._lock:
+            if incident_id in self._held:
+                self._lost.add(incident_id)
+        log.error("run_lease_fenced", incident_id=incident_id, holder=self.holder)
+        raise LeaseLost(f"the run lease of incident {incident_id} is not this process's: its write is rolled back")
 
     def renew(self, incident_ids: list[str] | None = None) -> list[str]:
         """Push back the expiry of the leases this process holds (or of ``incident_ids``); the ones it

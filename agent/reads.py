@@ -4,6 +4,8 @@ digest), the planner's brief of the incident, and a caller of read-only tools.""
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime
 from typing import Any
 
@@ -17,6 +19,7 @@ from agent.plan import Plan
 from agent.planners.base import IncidentBrief
 from agent.state import IncidentState
 from tools.base import ToolContext
+from tools.db import session_scope
 
 Ctx = Runtime[RunContext]
 
@@ -26,6 +29,18 @@ def incident_row(session: Session, incident_id: str) -> Incident:
     if inc is None:
         raise LookupError(f"incident {incident_id} does not exist")
     return inc
+
+
+@contextmanager
+def node_session(rt: Ctx) -> Iterator[Session]:
+    """A node's write transaction: committed when the block ends, with the run lease fenced in it just
+    before (``RunContext.fence``: a process that lost the lease writes nothing); rolled back on error."""
+    rc = rt.context
+    with session_scope(rc.engine) as s:
+        yield s
+        if rc.fence is not None:
+            s.flush()  # the node's own writes first, as without the fence
+            rc.fence(s)
 
 
 def clock_now(rt: Ctx) -> datetime:

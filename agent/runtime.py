@@ -35,6 +35,7 @@ from collections.abc import Callable, Iterable, Mapping
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import Any
 
 import structlog
@@ -130,9 +131,12 @@ class AgentRuntime:
 
     # --- plumbing ---------------------------------------------------------------------------------
 
-    def context(self) -> RunContext:
+    def context(self, incident_id: str | None = None) -> RunContext:
+        """The run's context; with ``incident_id``, its write transactions are fenced by the lease."""
         assert self.planner is not None and self.tools is not None
+        leases = self.leases
         return RunContext(
+            fence=None if incident_id is None or leases is None else partial(leases.fence, incident_id),
             engine=self.engine,
             settings=self.settings,
             clock=self.clock,
@@ -162,7 +166,7 @@ class AgentRuntime:
             for _ in self.graph.stream(
                 value,
                 self.config(thread_id),
-                context=self.context(),  # type: ignore[call-overload]
+                context=self.context(incident_id),  # type: ignore[call-overload]
                 durability="sync",
                 stream_mode="updates",
             ):

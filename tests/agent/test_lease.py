@@ -117,6 +117,71 @@ def test_an_expired_lease_is_taken_over_and_renewal_keeps_one(engine: Engine) ->
         b.close()
 
 
+def test_a_fenced_write_lands_only_while_the_lease_is_held(engine: Engine) -> None:
+    """The fence runs in the writer's own transaction: held, the write commits (the lease unchanged);
+    taken over, it raises and the whole transaction (the write included) rolls back."""
+    from agent.lease import LeaseLost
+
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    try:
+        assert a.try_acquire("inc-1")
+        wall.t += 8
+        with session_scope(engine) as s:
+            s.add(RunLease(incident_id="written-1", holder="x", acquired_at=0.0, expires_at=0.0))
+            s.flush()
+            a.fence("inc-1", s)
+        assert lease_holder(engine, "inc-1") == ("a", wall.t - 8 + 10)
+        wall.t += 3
+        assert b.try_acquire("inc-1")  # a stalled past the ttl
+        with pytest.raises(LeaseLost), session_scope(engine) as s:
+            s.add(RunLease(incident_id="written-2", holder="x", acquired_at=0.0, expires_at=0.0))
+            s.flush()
+            a.fence("inc-1", s)
+        assert lease_holder(engine, "written-1") is not None and lease_holder(engine, "written-2") is None
+        assert not a.confirm("inc-1")  # and the run stops at its next check too
+        held = lease_holder(engine, "inc-1")
+        assert held is not None and held[0] == "b"
+    finally:
+        a.close()
+        b.close()
+
+
+def test_a_takeover_waits_for_the_fenced_transaction_to_commit(engine: Engine) -> None:
+    """The fence and the commit are one: a process taking over an expired lease while the holder's
+    fenced transaction is open waits for its commit (the row lock on PostgreSQL, the write lock on
+    SQLite), so the holder's write lands before the taker holds the lease, never beside its run."""
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    fenced = threading.Event()
+    taken: list[tuple[bool, bool]] = []  # (b took it, a's write was there when b had it)
+    try:
+        assert a.try_acquire("inc-1")
+        wall.t += 11  # expired: a stalled, b may take it
+
+        def take() -> None:
+            assert fenced.wait(10)
+            took = b.try_acquire("inc-1")
+            taken.append((took, lease_holder(engine, "written") is not None))
+
+        taker = threading.Thread(target=take)
+        taker.start()
+        with session_scope(engine) as s:
+            s.add(RunLease(incident_id="written", holder="x", acquired_at=0.0, expires_at=0.0))
+            s.flush()
+            a.fence("inc-1", s)
+            fenced.set()
+            taker.join(0.5)
+            assert taker.is_alive() and taken == []  # waiting for this transaction
+        taker.join(30)
+        assert taken == [(True, True)]
+    finally:
+        a.close()
+        b.close()
+
+
 def with_part(holder: str, index: int, value: str) -> str:
     parts = holder.split("/")
     parts[index] = value
@@ -320,11 +385,16 @@ def test_a_second_process_does_not_run_an_incident_the_first_is_running(engine: 
 
 def test_a_run_that_lost_its_lease_stops_at_the_next_node_and_the_holder_goes_on(engine: Engine) -> None:
     """The process stalled past the ttl (here: another holder takes the row while it plans, and the
-    keeper's next renewal finds out): the run stops after the node it was in, without failing the
-    incident; once the lease is free again, the next run goes on from the checkpoint."""
+    keeper's next renewal finds out): the node it was in writes nothing (its transaction is fenced by
+    the lease) and the run stops there, without failing the incident; once the lease is free again, the
+    next run goes on from the last checkpoint and plans once."""
     rt: AgentRuntime | None = None
+    stalls: list[int] = []
 
     def stolen() -> None:
+        if stalls:  # the next run plans again (nothing of the first plan landed): no stall this time
+            return
+        stalls.append(1)
         with session_scope(engine) as s:
             row = s.get(RunLease, iid)
             assert row is not None
@@ -339,7 +409,7 @@ def test_a_run_that_lost_its_lease_stops_at_the_next_node_and_the_holder_goes_on
         out = rt.run_incident(iid)
         assert out.held_elsewhere and out.error is None and out.status != "failed"
         stages = [r.stage for r in records(engine, iid)]
-        assert "proposal" in stages and "verdict" not in stages and "error" not in stages
+        assert "investigation" in stages and "proposal" not in stages and "error" not in stages
         assert comps(engine) == []
         with session_scope(engine) as s:  # the thief's run ends and gives the lease back
             row = s.get(RunLease, iid)
