@@ -178,26 +178,24 @@ class _Search:
             if len(cand) == 0:
                 continue
             cand = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
-            # the riders holding each candidate's orders (-1: free, a pad, or r itself); a candidate
-            # clashes with exactly one other rider when every holder is that rider or nobody
-            mem = self.cols.members[cand]
-            own = np.where(mem >= 0, self.owner[np.maximum(mem, 0)], -1)
-            own[own == r] = -1
-            q_of = own.max(axis=1)
-            one = (q_of >= 0) & ((own < 0) | (own == q_of[:, None])).all(axis=1)
-            pick = np.nonzero(one)[0][:top]
-            if len(pick) == 0:
+            moves: list[tuple[int, int]] = []  # (column for r, the one rider q it clashes with)
+            for b in cand.tolist():
+                others = {int(self.owner[i]) for i in self.members[b]} - {-1, r}
+                if len(others) == 1:
+                    moves.append((b, others.pop()))
+                    if len(moves) >= top:
+                        break
+            if not moves:
                 continue
-            moves = len(pick)  # (column for r, the one rider q it clashes with), in r's order
-            bs = cand[pick].tolist()
-            qs = q_of[pick].tolist()
+            bs = [b for b, _ in moves]
+            qs = [q for _, q in moves]
             qcurs = [int(self.choice[q]) for q in qs]
             # q may use columns free of every order held by riders other than q and r, and of b
             base = self.cnt - self.held(cur)
             clash = base[None, :] - np.stack([self.held(qc) for qc in qcurs]) + np.stack([self.held(b) for b in bs])
             qvals = np.where(clash > 0, -np.inf, self.ben[qs])
             qbest = np.argmax(qvals, axis=1)
-            qnew = np.maximum(qvals[np.arange(moves), qbest], 0.0)
+            qnew = np.maximum(qvals[np.arange(len(moves)), qbest], 0.0)
             qcur_val = np.array([self.ben[q, qc] for q, qc in zip(qs, qcurs, strict=True)])
             gain = self.ben[r, bs] - cur_val + qnew - qcur_val
             hits = np.nonzero(gain > 1e-6)[0]
