@@ -74,15 +74,21 @@ def make_engine(url: str) -> Engine:
         def _write_lock(conn, _name):  # pragma: no cover - trivial
             # A SAVEPOINT opens a deferred transaction whose first reads pin a snapshot; if another
             # connection commits before this one writes, SQLite refuses the upgrade at once
-            # (SQLITE_BUSY_SNAPSHOT) instead of waiting. Taking the write lock first (a no-op UPDATE)
-            # makes concurrent writers queue on busy_timeout like everywhere else.
-            conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
+            # (SQLITE_BUSY_SNAPSHOT) instead of waiting. Taking the write lock first makes concurrent
+            # writers queue on busy_timeout like everywhere else.
+            take_sqlite_write_lock(conn)
 
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, **json_args)
 
 
 WAL_BACKSTOP_PAGES = 10_000
+
+
+def take_sqlite_write_lock(conn: Connection) -> None:
+    """Take SQLite's database write lock now, for the rest of the transaction (a no-op UPDATE of the
+    ``_write_lock`` table every SQLite engine of make_engine has): another writer waits on busy_timeout."""
+    conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
 
 
 def sqlite_path(engine: Engine) -> Path | None:
@@ -165,8 +171,7 @@ def init_db(engine: Engine) -> None:
         if conn.dialect.name == "postgresql":
             conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
         elif conn.dialect.name == "sqlite":
-            # the write lock before the first read (see _write_lock in make_engine), held to the commit
-            conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
+            take_sqlite_write_lock(conn)  # before the first read, held to the commit
         SQLModel.metadata.create_all(conn)
         for upgrade in SCHEMA_UPGRADES:
             upgrade(conn)
