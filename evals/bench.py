@@ -93,7 +93,8 @@ class _Timers:
         self.runs: dict[str, list[float]] = {}
         self._undo: list[tuple[Any, str, Any]] = []
 
-    def _wrap(self, key: str, fn: Callable[..., Any]) -> Callable[..., Any]:
+    def _wrap(self, fn: Callable[..., Any], key: Callable[..., str]) -> Callable[..., Any]:
+        """``fn`` timed into ``totals[key(*args)]``."""
         totals = self.totals
 
         @wraps(fn)
@@ -102,39 +103,32 @@ class _Timers:
             try:
                 return fn(*a, **k)
             finally:
-                totals[key] = totals.get(key, 0.0) + (time.perf_counter() - t0) * 1000
+                name = key(*a)
+                totals[name] = totals.get(name, 0.0) + (time.perf_counter() - t0) * 1000
 
         return timed
+
+    def _install(self, holder: Any, name: str, wrapped: Callable[..., Any]) -> None:
+        self._undo.append((holder, name, getattr(holder, name)))
+        setattr(holder, name, wrapped)
 
     def __enter__(self) -> _Timers:
         import importlib
 
         from tools.base import Tool
 
-        invoke = Tool.invoke
-        totals = self.totals
-
-        def timed_invoke(tool: Any, ctx: Any, raw: Any) -> dict[str, Any]:
-            t0 = time.perf_counter()
-            try:
-                return invoke(tool, ctx, raw)
-            finally:
-                key = f"tool {tool.name}"
-                totals[key] = totals.get(key, 0.0) + (time.perf_counter() - t0) * 1000
-
-        self._undo.append((Tool, "invoke", invoke))
-        Tool.invoke = timed_invoke  # type: ignore[method-assign,assignment]
+        self._install(Tool, "invoke", self._wrap(Tool.invoke, lambda tool, *_: f"tool {tool.name}"))
         for module_name, attr in TIMED_CALLS:
             owner: Any = importlib.import_module(module_name)
             *path, name = attr.split(".")
             for part in path:
                 owner = getattr(owner, part)
             fn = getattr(owner, name)
-            wrapped = self._wrap(attr.rsplit(".", 1)[-1] if path else attr, fn)
+            wrapped = self._wrap(fn, lambda *_, name=name: name)
+            # a method is looked up on its class; a function also where it was imported by name
             holders = [owner] if path else [m for m in list(sys.modules.values()) if getattr(m, name, None) is fn]
             for holder in holders:
-                self._undo.append((holder, name, fn))
-                setattr(holder, name, wrapped)
+                self._install(holder, name, wrapped)
         return self
 
     def __exit__(self, *exc: object) -> None:
@@ -150,11 +144,9 @@ class _Timers:
             self.runs.setdefault(key, []).append(ms)
 
     def medians(self, runs: int) -> dict[str, float]:
-        # a call missing from a run counts as 0 ms there
-        return {
-            k: round(statistics.median(v + [0.0] * (runs - len(v))), 2)
-            for k, v in sorted(self.runs.items(), key=lambda kv: -statistics.median(kv[1]))
-        }
+        """Median per call over ``runs`` runs (a run that never made the call counts 0 ms), largest first."""
+        med = {k: statistics.median(v + [0.0] * (runs - len(v))) for k, v in self.runs.items()}
+        return {k: round(m, 2) for k, m in sorted(med.items(), key=lambda km: -km[1])}
 
 
 def bench_storm_timers(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
