@@ -10,6 +10,8 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from types import SimpleNamespace
 from typing import Any
 
@@ -62,6 +64,30 @@ def put_lease(engine: Engine, incident_id: str, holder: str, expires_at: float) 
         s.add(RunLease(incident_id=incident_id, holder=holder, acquired_at=0.0, expires_at=expires_at))
 
 
+@pytest.fixture
+def keepers(engine: Engine) -> Iterator[tuple[Wall, LeaseKeeper, LeaseKeeper]]:
+    """Two processes' keepers ("a" and "b", ttl 10 s) on one wall clock the test moves."""
+    wall = Wall()
+    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
+    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    try:
+        yield wall, a, b
+    finally:
+        a.close()
+        b.close()
+
+
+@contextmanager
+def fenced_write(engine: Engine, keeper: LeaseKeeper, marker: str) -> Iterator[None]:
+    """A write transaction of a run of inc-1 (a row named ``marker``), fenced by ``keeper`` before it
+    commits; the block runs after the fence, inside the transaction."""
+    with session_scope(engine) as s:
+        s.add(RunLease(incident_id=marker, holder="x", acquired_at=0.0, expires_at=0.0))
+        s.flush()
+        keeper.fence("inc-1", s)
+        yield
+
+
 # ---- the keeper -----------------------------------------------------------------------------------
 
 
@@ -94,92 +120,73 @@ def test_nested_holds_release_at_the_outermost(engine: Engine) -> None:
         b.close()
 
 
-def test_an_expired_lease_is_taken_over_and_renewal_keeps_one(engine: Engine) -> None:
-    wall = Wall()
-    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
-    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
-    try:
-        assert a.try_acquire("inc-1")
-        wall.t += 6
-        assert a.renew() == []  # now expires at +16
-        wall.t += 6
-        assert not b.try_acquire("inc-1")  # +12: renewed, still a's
-        wall.t += 5
-        assert b.try_acquire("inc-1")  # +17: expired, b takes it
-        assert a.renew() == ["inc-1"]  # a learns it lost the lease
-        held = lease_holder(engine, "inc-1")
-        assert held is not None and held[0] == "b"
-        a.release("inc-1")  # a's release does not free b's lease
-        held = lease_holder(engine, "inc-1")
-        assert held is not None and held[0] == "b"
-    finally:
-        a.close()
-        b.close()
+def test_an_expired_lease_is_taken_over_and_renewal_keeps_one(
+    engine: Engine, keepers: tuple[Wall, LeaseKeeper, LeaseKeeper]
+) -> None:
+    wall, a, b = keepers
+    assert a.try_acquire("inc-1")
+    wall.t += 6
+    assert a.renew() == []  # now expires at +16
+    wall.t += 6
+    assert not b.try_acquire("inc-1")  # +12: renewed, still a's
+    wall.t += 5
+    assert b.try_acquire("inc-1")  # +17: expired, b takes it
+    assert a.renew() == ["inc-1"]  # a learns it lost the lease
+    held = lease_holder(engine, "inc-1")
+    assert held is not None and held[0] == "b"
+    a.release("inc-1")  # a's release does not free b's lease
+    held = lease_holder(engine, "inc-1")
+    assert held is not None and held[0] == "b"
 
 
-def test_a_fenced_write_lands_only_while_the_lease_is_held(engine: Engine) -> None:
+def test_a_fenced_write_lands_only_while_the_lease_is_held(
+    engine: Engine, keepers: tuple[Wall, LeaseKeeper, LeaseKeeper]
+) -> None:
     """The fence runs in the writer's own transaction: held, the write commits (the lease unchanged);
     taken over, it raises and the whole transaction (the write included) rolls back."""
     from agent.lease import LeaseLost
 
-    wall = Wall()
-    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
-    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
-    try:
-        assert a.try_acquire("inc-1")
-        wall.t += 8
-        with session_scope(engine) as s:
-            s.add(RunLease(incident_id="written-1", holder="x", acquired_at=0.0, expires_at=0.0))
-            s.flush()
-            a.fence("inc-1", s)
-        assert lease_holder(engine, "inc-1") == ("a", wall.t - 8 + 10)
-        wall.t += 3
-        assert b.try_acquire("inc-1")  # a stalled past the ttl
-        with pytest.raises(LeaseLost), session_scope(engine) as s:
-            s.add(RunLease(incident_id="written-2", holder="x", acquired_at=0.0, expires_at=0.0))
-            s.flush()
-            a.fence("inc-1", s)
-        assert lease_holder(engine, "written-1") is not None and lease_holder(engine, "written-2") is None
-        assert not a.confirm("inc-1")  # and the run stops at its next check too
-        held = lease_holder(engine, "inc-1")
-        assert held is not None and held[0] == "b"
-    finally:
-        a.close()
-        b.close()
+    wall, a, b = keepers
+    assert a.try_acquire("inc-1")
+    wall.t += 8
+    with fenced_write(engine, a, "written-1"):
+        pass
+    assert lease_holder(engine, "inc-1") == ("a", wall.t - 8 + 10)
+    wall.t += 3
+    assert b.try_acquire("inc-1")  # a stalled past the ttl
+    with pytest.raises(LeaseLost), fenced_write(engine, a, "written-2"):
+        pass
+    assert lease_holder(engine, "written-1") is not None and lease_holder(engine, "written-2") is None
+    assert not a.confirm("inc-1")  # and the run stops at its next check too
+    held = lease_holder(engine, "inc-1")
+    assert held is not None and held[0] == "b"
 
 
-def test_a_takeover_waits_for_the_fenced_transaction_to_commit(engine: Engine) -> None:
+def test_a_takeover_waits_for_the_fenced_transaction_to_commit(
+    engine: Engine, keepers: tuple[Wall, LeaseKeeper, LeaseKeeper]
+) -> None:
     """The fence and the commit are one: a process taking over an expired lease while the holder's
     fenced transaction is open waits for its commit (the row lock on PostgreSQL, the write lock on
     SQLite), so the holder's write lands before the taker holds the lease, never beside its run."""
-    wall = Wall()
-    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
-    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
+    wall, a, b = keepers
     fenced = threading.Event()
     taken: list[tuple[bool, bool]] = []  # (b took it, a's write was there when b had it)
-    try:
-        assert a.try_acquire("inc-1")
-        wall.t += 11  # expired: a stalled, b may take it
+    assert a.try_acquire("inc-1")
+    wall.t += 11  # expired: a stalled, b may take it
 
-        def take() -> None:
-            assert fenced.wait(10)
-            took = b.try_acquire("inc-1")
-            taken.append((took, lease_holder(engine, "written") is not None))
+    def take() -> None:
+        assert fenced.wait(10)
+        took = b.try_acquire("inc-1")
+        taken.append((took, lease_holder(engine, "written") is not None))
 
-        taker = threading.Thread(target=take)
-        taker.start()
-        with session_scope(engine) as s:
-            s.add(RunLease(incident_id="written", holder="x", acquired_at=0.0, expires_at=0.0))
-            s.flush()
-            a.fence("inc-1", s)
-            fenced.set()
-            taker.join(0.5)
-            assert taker.is_alive() and taken == []  # waiting for this transaction
-        taker.join(30)
-        assert taken == [(True, True)]
-    finally:
-        a.close()
-        b.close()
+    taker = threading.Thread(target=take)
+    taker.start()
+    with fenced_write(engine, a, "written"):
+        fenced.set()
+        taker.join(0.5)
+        assert taker.is_alive() and taken == []  # waiting for this transaction
+    taker.join(30)
+    assert taken == [(True, True)]
 
 
 def with_part(holder: str, index: int, value: str) -> str:
@@ -488,36 +495,32 @@ def test_a_lease_left_by_a_killed_process_on_this_host_does_not_block_a_restart(
         rt.close()
 
 
-def test_a_give_back_the_database_refused_leaves_no_phantom_hold(engine: Engine, monkeypatch: Any) -> None:
+def test_a_give_back_the_database_refused_leaves_no_phantom_hold(
+    engine: Engine, keepers: tuple[Wall, LeaseKeeper, LeaseKeeper], monkeypatch: Any
+) -> None:
     """The DELETE fails (the database is away): the process no longer counts the lease as held (so
     another of its threads is not refused forever, and the keeper stops renewing it); the row expires,
     and this process can take it again at once."""
-    wall = Wall()
-    a = LeaseKeeper(engine, holder="a", ttl_s=10, wall=wall)
-    b = LeaseKeeper(engine, holder="b", ttl_s=10, wall=wall)
-    try:
-        assert a.try_acquire("inc-1")
+    _, a, b = keepers
+    assert a.try_acquire("inc-1")
 
-        class Away(RuntimeError):
-            pass
+    class Away(RuntimeError):
+        pass
 
-        def refuse() -> Any:
-            raise Away("database away")
+    def refuse() -> Any:
+        raise Away("database away")
 
-        monkeypatch.setattr(a, "engine", SimpleNamespace(begin=refuse))
-        with pytest.raises(Away):
-            a.release("inc-1")
-        monkeypatch.setattr(a, "engine", engine)
-        assert a.holding() == []
-        assert not b.try_acquire("inc-1")  # the row is still there, not expired
-        other: list[bool] = []
-        t = threading.Thread(target=lambda: other.append(a.try_acquire("inc-1")))
-        t.start()
-        t.join(10)
-        assert other == [True]  # another thread of the same process takes it again
-    finally:
-        a.close()
-        b.close()
+    monkeypatch.setattr(a, "engine", SimpleNamespace(begin=refuse))
+    with pytest.raises(Away):
+        a.release("inc-1")
+    monkeypatch.setattr(a, "engine", engine)
+    assert a.holding() == []
+    assert not b.try_acquire("inc-1")  # the row is still there, not expired
+    other: list[bool] = []
+    t = threading.Thread(target=lambda: other.append(a.try_acquire("inc-1")))
+    t.start()
+    t.join(10)
+    assert other == [True]  # another thread of the same process takes it again
 
 
 def test_an_ended_incident_whose_checkpoints_are_gone_is_not_run_again(engine: Engine) -> None:
