@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
+import structlog
 from sqlalchemy import insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import IntegrityError
@@ -26,6 +27,8 @@ from agent.models import ExecutedStep, ExecutionStatus
 from agent.plan import PlanStep, StepStatus
 from tools.base import Tool, ToolContext
 from tools.db import session_scope
+
+log = structlog.get_logger(__name__)
 
 AfterCommit = Callable[[PlanStep, "StepOutcome"], None]
 
@@ -135,9 +138,12 @@ def run_step(
         outcome = StepOutcome(StepStatus.executed if ok else StepStatus.failed, key, result, error)
         if fence is not None:
             fence(session)
-    # committed: the effect and its key are durable together
+    # committed: the effect and its key are durable together; a failing listener cannot undo that
     if after_commit is not None:
-        after_commit(step, outcome)
+        try:
+            after_commit(step, outcome)
+        except Exception:
+            log.exception("after_commit_failed", incident_id=incident_id, step=step.index, tool=step.tool)
     return outcome
 
 

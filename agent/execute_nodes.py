@@ -9,14 +9,18 @@ from datetime import datetime
 from functools import partial
 from typing import Any
 
+import structlog
 from sqlmodel import Session
 
-from agent.execute import StepOutcome, run_step
+from agent.execute import StepOutcome, idempotency_key, run_step
+from agent.lease import LeaseLost
 from agent.plan import Plan, PlanStep, StepStatus
 from agent.reads import Ctx, clock_now, incident_row, node_session, thread_plan
 from agent.records import record
 from agent.state import IncidentState
 from tools.orders.eta import ETA_CACHE, PredictionCache
+
+log = structlog.get_logger(__name__)
 
 # risks whose steps neither move orders nor riders nor stock (see _run_steps)
 SHARED_CHECK_RISKS = frozenset({"notify", "money", "escalate", "read"})
@@ -95,19 +99,29 @@ def _run_steps(
             continue
         now = clock_now(runtime)
 
-        outcome: StepOutcome = run_step(
-            engine=rc.engine,
-            tool=tool,
-            step=step,
-            incident_id=inc.id,
-            now=now,
-            live_check=partial(_check_at, live, now),
-            actor="agent" if not approvers else "agent+" + ",".join(approvers),
-            approved_by=approvers,
-            after_commit=rc.after_commit,
-            extras=extras,
-            fence=rc.fence,
-        )
+        try:
+            outcome: StepOutcome = run_step(
+                engine=rc.engine,
+                tool=tool,
+                step=step,
+                incident_id=inc.id,
+                now=now,
+                live_check=partial(_check_at, live, now),
+                actor="agent" if not approvers else "agent+" + ",".join(approvers),
+                approved_by=approvers,
+                after_commit=rc.after_commit,
+                extras=extras,
+                fence=rc.fence,
+            )
+        except LeaseLost:
+            raise  # another process runs this incident now: this one writes nothing more
+        except Exception as exc:
+            # the step's transaction rolled back (no effect, no key): it failed, and says so in the
+            # incident and the execution record like any failure; the steps already run stay recorded
+            log.exception("step_crashed", incident_id=inc.id, step=step.index, tool=step.tool)
+            outcome = StepOutcome(
+                StepStatus.failed, idempotency_key(inc.id, step), error=f"unexpected_error: {type(exc).__name__}"
+            )
         if moves_world(step):
             eta_cache.clear()
         status[str(step.index)] = outcome.status.value
@@ -194,7 +208,13 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     status: dict[str, str] = {}
     for idx, row in sorted(rows.items()):
         step = approved.get(idx)
-        approvers = [d for d in decisions if d.step_index == idx and d.decision in ("approve", "edit")]
+        # the step's final approvers: an edit restarts the count, so approvals given to the
+        # arguments before it are not approvals of what runs
+        approvers = [
+            d
+            for d in decisions
+            if d.step_index == idx and d.decision in ("approve", "edit") and d.actor_id in row.approvals
+        ]
         if step is None:
             status[str(idx)] = {"rejected": StepStatus.rejected, "expired": StepStatus.expired}.get(
                 str(row.status.value if hasattr(row.status, "value") else row.status), StepStatus.rejected

@@ -29,6 +29,7 @@ from sqlmodel import Session
 
 from agent.context import RunContext
 from agent.execute_nodes import execute_allowed, execute_approved
+from agent.incidents import lock_intake
 from agent.investigate import expand_scope, investigate
 from agent.models import IncidentStatus
 from agent.plan import Plan, StepStatus
@@ -41,6 +42,7 @@ from agent.reads import (
     node_session,
     plan_digest,
     read_caller,
+    since_event,
     thread_plan,
     thread_plan_dump,
 )
@@ -84,12 +86,15 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
-        brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff)
+        brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff, since_event(state))
         snapshot = investigate(brief, read_caller(runtime, s, inc.id), now=clock_now(runtime))
         # orders the investigation found at risk in the incident's area join its scope
         scope = expand_scope(inc, snapshot)
         if scope != list(inc.order_ids):
-            inc.order_ids = scope
+            # under intake's lock, on the order list as it is now: events that joined meanwhile stay
+            lock_intake(s)
+            s.refresh(inc, ["order_ids"])
+            inc.order_ids = list(dict.fromkeys([*inc.order_ids, *scope]))
         sha = store_snapshot(session=s, content=snapshot)
         inc.snapshot_sha = sha
         s.add(inc)
@@ -98,7 +103,8 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             stage="investigation",
             incident=inc,
             planner=rc.planner.name,
-            result={"snapshot_sha": sha, "calls": snapshot.get("calls", [])},
+            # the events this plan saw: a later event of another family gets a follow-up (runtime)
+            result={"snapshot_sha": sha, "calls": snapshot.get("calls", []), "events": inc.event_count},
         )
     return {"snapshot_sha": sha}
 
@@ -119,7 +125,8 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             tool_names={n: t.writes for n, t in rc.tools.items()},
             gathered=gathered,
         )
-        plan = rc.planner.plan(brief_of(s, inc, state.get("focus_order_ids"), rc.handoff), snapshot, pctx)
+        brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff, since_event(state))
+        plan = rc.planner.plan(brief, snapshot, pctx)
         dumped = plan.model_dump(mode="json")
         sha = plan_digest(dumped)
         inc.plan = dumped
@@ -152,7 +159,13 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     """Assess every step (validation + policy); queue the needs-approval ones as ONE request."""
     from guardrails.policy import assess_plan, load_policy, step_subjects
     from guardrails.service import create_approval_request, list_requests
-    from guardrails.validation import build_assess_context, schema_errors, valued_orders
+    from guardrails.validation import (
+        build_assess_context,
+        committed_money,
+        incident_spent_cents,
+        schema_errors,
+        valued_orders,
+    )
     from guardrails.verdict import Decision, Verdict
 
     rc = runtime.context
@@ -164,13 +177,17 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         plan = thread_plan(state, inc, runtime)
         # what each step names, read once from its arguments for the facts and the verdicts
         subjects = {st.index: step_subjects(st.args) for st in plan.steps}
+        # the budget counts what the incident paid and what its open requests hold (a follow-up
+        # thread's plan comes on top of the first one's)
+        committed = committed_money(session=s, incident_id=inc.id, policy=policy)
         # one batch of facts for the whole plan (the same checks validate_live makes per step)
         actx = build_assess_context(
             session=s,
             incident_order_ids=list(inc.order_ids),
             step_list=plan.steps,
             now=now,
-            spent_cents=0,
+            spent_cents=incident_spent_cents(session=s, incident_id=inc.id) + sum(committed.values()),
+            committed=committed,
             autonomy=autonomy,  # type: ignore[arg-type]
             subjects=subjects,
             valued_order_ids=valued_orders(plan.steps, subjects, policy),

@@ -30,6 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from agent.models import OPEN_STATUSES, WITHOUT_PLAN, Incident, IncidentEvent, IncidentStatus
+from tools.db import take_sqlite_write_lock
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import aware
 
@@ -48,6 +49,20 @@ FAMILIES: dict[ExceptionType, str] = {
 }
 # families where each event is its own case even in the same zone (one customer, one order)
 PER_SUBJECT_FAMILIES = frozenset({"stockout_after_payment", "address_change", "customer_complaint"})
+# An event joins the open incident that holds one of its orders, whatever its family. Most families'
+# events are then handled by any incident's playbook (a forecast, a quote, a notice per order); these
+# ask for what only their own playbook does (hand a gone rider's orders over; fix a short shelf), so
+# in an incident of another family they get a plan of their own family too (IncidentBrief.also). The
+# value: the incident families whose playbook covers them already.
+OWN_PLAYBOOK_FAMILIES: dict[str, frozenset[str]] = {
+    "rider_offline": frozenset({"rider_offline", "delivery_delay"}),  # the storm re-plans stranded orders
+    "stockout_after_payment": frozenset({"stockout_after_payment"}),
+}
+
+
+def needs_own_playbook(event_family: str, incident_family: str) -> bool:
+    covered_by = OWN_PLAYBOOK_FAMILIES.get(event_family)
+    return covered_by is not None and incident_family not in covered_by
 
 
 @dataclass(frozen=True)
@@ -67,6 +82,22 @@ def incident_id_for(event_id: str) -> str:
     return "inc-" + hashlib.sha256(event_id.encode()).hexdigest()[:16]
 
 
+# pg_advisory_xact_lock key: "inta" as an int, shared by every process writing incidents' subjects
+INTAKE_LOCK_KEY = 0x696E7461
+
+
+def lock_intake(session: Session) -> None:
+    """Serialise, until the transaction ends, the writers of incidents' subjects (intake, and an
+    investigation widening its incident's scope), before they read them: two of them reading the
+    same open incidents at once would each write back their own order list, and one order could open
+    two incidents or drop out of one. PostgreSQL: an advisory lock; SQLite: its write lock."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INTAKE_LOCK_KEY})")
+    elif conn.dialect.name == "sqlite":
+        take_sqlite_write_lock(conn)
+
+
 def ingest_event(*, session: Session, event: ExceptionEvent, now: datetime, window_s: int) -> IngestResult:
     return ingest_events(session=session, events=[event], now=now, window_s=window_s)[0]
 
@@ -77,6 +108,7 @@ def ingest_events(
     """Ingest a batch in order: one read of the open incidents and one flush for the whole batch (the
     storm is ~280 events). If a concurrent delivery took one of the ids, the batch is redone one
     event at a time, each in its own savepoint, so only that event is reported as a duplicate."""
+    lock_intake(session)
     try:
         with session.begin_nested():
             results = _ingest(session, events, now, window_s, one_by_one=False)
@@ -265,15 +297,59 @@ def incident_event_ids(*, session: Session, incident_id: str) -> list[str]:
 def incident_payloads(*, session: Session, incident_id: str) -> list[dict[str, Any]]:
     """The payloads of the incident's events in the order they joined it, each with its event's id
     and type (what planners and the investigation read: a rider's last position, a complaint's text)."""
+    return read_events(session=session, incident_id=incident_id, family="")[0]
+
+
+@dataclass
+class JoinedGroup:
+    """The events of one family that needs its own playbook (``needs_own_playbook``) in an incident
+    of another family: their type, subjects and payloads, for a planner brief of that family."""
+
+    family: str
+    type: str
+    order_ids: list[str]
+    rider_ids: list[str]
+    store_ids: list[str]
+    customer_ids: list[str]
+    payloads: list[dict[str, Any]]
+
+
+def read_events(
+    *, session: Session, incident_id: str, family: str, since_seq: int = 0
+) -> tuple[list[dict[str, Any]], list[JoinedGroup]]:
+    """One pass over the incident's events: every payload (as ``incident_payloads``), and the
+    ``JoinedGroup`` of each family needing its own playbook in an incident of ``family``, from the
+    events at or after ``since_seq`` (a follow-up plans the events that joined after its last plan)."""
     rows = session.execute(
-        _events_in_order(incident_id, col(IncidentEvent.event_id), col(IncidentEvent.type), col(IncidentEvent.event))
+        _events_in_order(
+            incident_id,
+            col(IncidentEvent.event_id),
+            col(IncidentEvent.type),
+            col(IncidentEvent.event),
+            col(IncidentEvent.seq),
+        )
     ).all()
-    out: list[dict[str, Any]] = []
-    for event_id, type_, event in rows:
-        payload: dict[str, Any] = cast(dict[str, Any], event or {}).get("payload") or {}
-        if payload:
-            out.append({"event_id": event_id, "type": type_, **payload})
-    return out
+    payloads: list[dict[str, Any]] = []
+    groups: dict[str, JoinedGroup] = {}
+    for event_id, type_, event, seq_ in rows:
+        seq, type_ = cast(int, seq_), str(type_)
+        body = cast(dict[str, Any], event or {})
+        payload: dict[str, Any] = body.get("payload") or {}
+        item = {"event_id": event_id, "type": type_, **payload} if payload else None
+        if item is not None:
+            payloads.append(item)
+        fam = FAMILIES.get(cast(ExceptionType, type_), type_)  # a StrEnum key matches its text
+        if not family or seq < since_seq or not needs_own_playbook(fam, family):
+            continue
+        group = groups.get(fam)
+        if group is None:
+            group = groups[fam] = JoinedGroup(fam, type_, [], [], [], [], [])
+        for name in _SUBJECT_LISTS:
+            have = getattr(group, name)
+            have.extend(x for x in body.get(name) or [] if x not in have)
+        if item is not None:
+            group.payloads.append(item)
+    return payloads, list(groups.values())
 
 
 def get_incident(*, session: Session, incident_id: str) -> Incident | None:

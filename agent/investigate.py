@@ -40,6 +40,8 @@ def investigate(incident: IncidentBrief, call: Call, *, now: datetime) -> dict[s
         return out
 
     fam = incident.family
+    if incident.follow_up and not incident.order_ids:
+        fam = ""  # a follow-up for joined events of another family only (``also``): nothing else to read
     if fam == "delivery_delay":
         _delivery_delay(incident, traced, snap)
     elif fam == "rider_offline":
@@ -66,6 +68,11 @@ def investigate(incident: IncidentBrief, call: Call, *, now: datetime) -> dict[s
             late = [o["order_id"] for o in snap["orders"].values() if (o.get("predicted_minutes_late") or 0) > 0]
             _reassignment([o for o in late if snap["orders"][o].get("status") not in ("picked_up",)], traced, snap)
         _quotes(snap, traced)
+    for sub in incident.also:
+        # its own family's reads, on its own orders; what customers wrote joins the main snapshot's
+        part = investigate(sub, call, now=now)
+        snap["customer_texts"].update(part.pop("customer_texts", {}))
+        snap.setdefault("also", {})[sub.family] = part
     for payload in incident.payloads:
         for key in ("text", "message", "complaint", "note"):
             if isinstance(payload.get(key), str) and payload[key]:

@@ -86,32 +86,63 @@ def thread_plan_dump(state: IncidentState, rt: Ctx, plan: Plan) -> dict[str, Any
 
 
 def brief_of(
-    session: Session, inc: Incident, focus: list[str] | None = None, handoff: dict[str, Any] | None = None
+    session: Session,
+    inc: Incident,
+    focus: list[str] | None = None,
+    handoff: dict[str, Any] | None = None,
+    since_event: int = 0,
 ) -> IncidentBrief:
-    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders.
-    The events' payloads are read once per run (``handoff``) for as long as no event joins."""
-    from agent.incidents import incident_payloads
+    """The incident as a planner sees it; a follow-up thread (late events) sees only its ``focus`` orders,
+    and the joined events of other families from ``since_event`` on. The events are read once per run
+    (``handoff``) for as long as no event joins."""
+    from agent.incidents import read_events
 
-    key = f"payloads:{inc.id}:{inc.event_count}"
-    payloads = handoff.get(key) if handoff is not None else None
-    if payloads is None:
-        payloads = incident_payloads(session=session, incident_id=inc.id)
+    key = f"events:{inc.id}:{inc.event_count}:{since_event}"
+    read = handoff.get(key) if handoff is not None else None
+    if read is None:
+        read = read_events(session=session, incident_id=inc.id, family=inc.family, since_seq=since_event)
         if handoff is not None:
-            handoff[key] = payloads
+            handoff[key] = read
+    payloads, groups = read
+    also = [
+        IncidentBrief(
+            id=inc.id,
+            type=g.type,
+            family=g.family,
+            zone=inc.zone,
+            order_ids=list(g.order_ids),
+            rider_ids=list(g.rider_ids),
+            store_ids=list(g.store_ids),
+            customer_ids=list(g.customer_ids),
+            payloads=list(g.payloads),
+            opened_at=inc.opened_at,
+        )
+        for g in groups
+    ]
     wanted = set(focus or ())
     return IncidentBrief(
         id=inc.id,
         type=inc.type,
         family=inc.family,
         zone=inc.zone,
-        order_ids=[o for o in inc.order_ids if o in wanted] if focus else list(inc.order_ids),
-        follow_up=bool(focus),
+        order_ids=[o for o in inc.order_ids if o in wanted] if focus is not None else list(inc.order_ids),
+        follow_up=focus is not None,
         rider_ids=list(inc.rider_ids),
         store_ids=list(inc.store_ids),
         customer_ids=list(inc.customer_ids),
         payloads=payloads,
         opened_at=inc.opened_at,
+        also=also,
     )
+
+
+def since_event(state: IncidentState) -> int:
+    """Where the thread's joined events of other families start (``focus_since_event``): the first
+    thread sees them all; a follow-up those after its last plan (one started before the key existed:
+    none, rather than all again)."""
+    if "focus_since_event" in state:
+        return int(state["focus_since_event"])
+    return 0 if state.get("focus_order_ids") is None else 2**31
 
 
 def read_caller(rt: Ctx, session: Session, incident_id: str, log: list[dict[str, Any]] | None = None):

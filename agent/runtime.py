@@ -205,6 +205,8 @@ class AgentRuntime:
                         # right after switching threads): it plans the orders no plan covered, only
                         with Session(self.engine) as s:
                             start["focus_order_ids"] = self._uncovered(s, incident_id)
+                            seen = self._events_planned(s, incident_id)
+                            start["focus_since_event"] = seen if seen is not None else 2**31
                     self._invoke(start, thread_id)
                 elif snap.next and not _interrupts(snap):
                     self._invoke(None, thread_id)  # resume a run that stopped between nodes
@@ -361,8 +363,14 @@ class AgentRuntime:
                 inc.checked_events = inc.event_count
                 s.add(inc)
             focus = self._uncovered(s, incident_id)
-            if not focus:
+            seen = self._events_planned(s, incident_id)
+            joined = seen is not None and self._joined_after(s, inc, seen)
+            if not focus and not joined:
                 return None
+            # the follow-up plans the new orders, and the joined events of another family that came
+            # after the last plan even when they name no new order (a rider gone with orders a
+            # stockout plan already covered)
+            since = seen if joined and seen is not None else inc.event_count
             n = int(thread_id.rsplit(":", 1)[1]) + 1 if ":" in thread_id else 2
             new_thread = f"{incident_id}:{n}"
             inc.thread_id = new_thread
@@ -373,12 +381,37 @@ class AgentRuntime:
                 session=s,
                 stage="intake",
                 incident=inc,
-                reason="follow-up: late events added orders after the last plan",
-                result={"follow_up_of": thread_id, "focus_order_ids": focus},
+                reason="follow-up: late events added orders after the last plan"
+                if focus
+                else "follow-up: late events of another family need their own plan",
+                result={"follow_up_of": thread_id, "focus_order_ids": focus, "focus_since_event": since},
             )
         log.info("incident_follow_up", incident_id=incident_id, thread_id=new_thread, orders=len(focus))
-        self._invoke({"incident_id": incident_id, "focus_order_ids": focus}, new_thread)
+        self._invoke({"incident_id": incident_id, "focus_order_ids": focus, "focus_since_event": since}, new_thread)
         return new_thread
+
+    @staticmethod
+    def _events_planned(session: Session, incident_id: str) -> int | None:
+        """How many of the incident's events its latest plan saw (its ``investigation`` record), or
+        None when no record says (written before the count was recorded)."""
+        from audit.models import DecisionRecord
+
+        rows = session.exec(
+            select(DecisionRecord.result).where(
+                DecisionRecord.incident_id == incident_id, DecisionRecord.stage == "investigation"
+            )
+        ).all()
+        counts = [int(r["events"]) for r in rows if isinstance(r, dict) and "events" in r]
+        return max(counts) if counts else None
+
+    @staticmethod
+    def _joined_after(session: Session, inc: Incident, seen: int) -> bool:
+        """Whether an event from position ``seen`` on is of a family needing its own plan here."""
+        from agent.incidents import read_events
+
+        if seen >= inc.event_count:
+            return False
+        return bool(read_events(session=session, incident_id=inc.id, family=inc.family, since_seq=seen)[1])
 
     def expire_due(self) -> list[str]:
         """Expire overdue requests (their safe default applies) and resume their threads."""

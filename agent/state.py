@@ -22,6 +22,10 @@ class IncidentState(TypedDict, total=False):
     focus_order_ids: list[str]
     """A follow-up thread only: the orders late events added after the earlier plans (see runtime)."""
 
+    focus_since_event: int
+    """A follow-up thread only: the position of the first event no earlier plan saw; joined events of
+    another family from there on get their own family's plan (IncidentBrief.also)."""
+
     autonomy: str
     """shadow | assist | auto, fixed at intake from settings for the incident's exception type."""
 

@@ -25,6 +25,9 @@ class OrderFacts(BaseModel):
     customer_value_cents: int | None = None  # expected 12-month value, when the LTV model is available
     refund_claims: int = 0
     rider_id: str | None = None  # the rider currently carrying the order, if any
+    # money already committed on this order: compensation paid (any incident) plus steps waiting in,
+    # or approved in, an open approval request; the per-order limits count it with the step's amount
+    compensated_cents: int = 0
 
 
 class RiderFacts(BaseModel):

@@ -13,6 +13,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from agent.plan import PlanStep
@@ -298,33 +299,52 @@ def hard_blocks(
     return out
 
 
+def _order_committed(ctx: AssessContext, order_id: str | None) -> int:
+    facts = ctx.orders.get(order_id or "")
+    return facts.compensated_cents if facts is not None else 0
+
+
 def _approval_reasons(
-    step: PlanStep, rule: ToolRule, subj: StepSubjects, ctx: AssessContext, policy: Policy
+    step: PlanStep,
+    rule: ToolRule,
+    subj: StepSubjects,
+    ctx: AssessContext,
+    policy: Policy,
+    order_spent: Mapping[str, int] | None = None,
 ) -> list[Reason]:
+    """``order_spent``: money committed per order before this step (``assess_plan`` adds the plan's
+    earlier steps to the facts' ``compensated_cents``); the per-order limits apply to that plus the
+    step's own amounts, so a payment split into small steps is judged as its total."""
     out: list[Reason] = []
     comp = policy.compensation
     money = _money(rule, subj)
     step_spend = sum(m.amount_cents for m in money if m.amount_cents > 0)
+    in_step: dict[str | None, int] = {}
     for item in money:
         if item.amount_cents <= 0:
             continue
+        oid = item.order_id
+        before = order_spent.get(oid or "", 0) if order_spent is not None else _order_committed(ctx, oid)
+        in_step[oid] = in_step.get(oid, 0) + item.amount_cents
+        total = before + in_step[oid]
+        on_order = f"{item.amount_cents} on {oid}" + (f" (order total {total})" if total != item.amount_cents else "")
         if item.kind == "refund" and comp.refunds_need_approval:
-            tier = 2 if item.amount_cents > comp.tier2_above_cents_per_order else 1
-            out.append(_ask("refund", f"refund of {item.amount_cents} on {item.order_id}", "money.refund", tier))
-        elif item.amount_cents > comp.tier2_above_cents_per_order:
+            tier = 2 if total > comp.tier2_above_cents_per_order else 1
+            out.append(_ask("refund", f"refund of {on_order}", "money.refund", tier))
+        elif total > comp.tier2_above_cents_per_order:
             out.append(
                 _ask(
                     "compensation_above_tier2_limit",
-                    f"{item.amount_cents} on {item.order_id} exceeds {comp.tier2_above_cents_per_order}",
+                    f"{on_order} exceeds {comp.tier2_above_cents_per_order}",
                     "money.tier2_per_order",
                     2,
                 )
             )
-        elif item.amount_cents > comp.auto_limit_cents_per_order:
+        elif total > comp.auto_limit_cents_per_order:
             out.append(
                 _ask(
                     "compensation_above_auto_limit",
-                    f"{item.amount_cents} on {item.order_id} exceeds the auto limit {comp.auto_limit_cents_per_order}",
+                    f"{on_order} exceeds the auto limit {comp.auto_limit_cents_per_order}",
                     "money.auto_limit",
                 )
             )
@@ -380,9 +400,11 @@ def _assess(
     policy: Policy,
     subj: StepSubjects | None = None,
     in_scope: frozenset[str] | None = None,
+    order_spent: Mapping[str, int] | None = None,
 ) -> Verdict:
     """``assess`` with the step's subjects and the incident's order set passed in when the caller
-    (``assess_plan``) computed them already; the same verdict either way."""
+    (``assess_plan``) computed them already; the same verdict either way. ``order_spent``: see
+    ``_approval_reasons``."""
     rule = policy.tool_rule(step.tool)
     if rule is None or (ctx.registered_tools is not None and step.tool not in ctx.registered_tools):
         return Verdict(
@@ -395,7 +417,7 @@ def _assess(
     if subj is None:
         subj = step_subjects(step.args)
     blocks = hard_blocks(step, rule, subj, ctx, policy, in_scope=in_scope)
-    asks = _approval_reasons(step, rule, subj, ctx, policy)
+    asks = _approval_reasons(step, rule, subj, ctx, policy, order_spent)
     if blocks:
         return Verdict(decision=Decision.block, reasons=blocks + asks, policy_version=policy.version)
     if asks:
@@ -427,15 +449,33 @@ def assess_plan(
     # scope set once, and a context copy only when the running spend has changed
     in_scope = frozenset(ctx.incident_order_ids)
     step_ctx = ctx
+    # money per order: what the facts say is committed, plus this plan's earlier steps
+    order_spent = {oid: f.compensated_cents for oid, f in ctx.orders.items() if f.compensated_cents}
+    # the same write twice in one plan would run twice (each step has its own idempotency key)
+    seen_writes: set[bytes] = set()
     for step in steps:
         if step_ctx.incident_spent_cents != spent:
             step_ctx = ctx.model_copy(update={"incident_spent_cents": spent})
         rule = policy.tool_rule(step.tool)
         subj = subjects[step.index]
-        verdict = _assess(step, step_ctx, policy, subj, in_scope)
+        verdict = _assess(step, step_ctx, policy, subj, in_scope, order_spent)
+        if rule is not None and rule.risk in WRITE_RISKS:
+            key = _write_key(step)
+            if key in seen_writes:
+                verdict = Verdict(
+                    decision=Decision.block,
+                    reasons=[
+                        _block("duplicate_step", f"the plan already has this {step.tool} step", "plan.no_duplicates")
+                    ],
+                    policy_version=policy.version,
+                )
+            seen_writes.add(key)
         out[step.index] = verdict
         if verdict.decision != Decision.block and rule is not None:
             spent += _spend(rule, subj)
+            for item in _money(rule, subj):
+                if item.amount_cents > 0 and item.order_id:
+                    order_spent[item.order_id] = order_spent.get(item.order_id, 0) + item.amount_cents
             if rule.risk == "cancel":
                 cancelled += [o for o in subj.order_ids if o not in cancelled]
     limit = policy.cancellation.tier2_above_orders
@@ -452,6 +492,14 @@ def assess_plan(
                 )
                 out[step.index] = v.model_copy(update={"reasons": [*v.reasons, reason], "approvals_required": 2})
     return out
+
+
+def _write_key(step: PlanStep) -> bytes:
+    """The step's tool and arguments as canonical bytes (equal for the same write, whatever the key order)."""
+    try:
+        return orjson.dumps([step.tool, step.args], option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+    except TypeError:  # what orjson refuses (an integer beyond 64 bits): the hash the executor uses
+        return step.args_hash.encode()
 
 
 def is_write(tool: str, policy: Policy | None = None) -> bool:

@@ -29,8 +29,8 @@ from guardrails.models import (
     DecisionResult,
     RequestStatus,
 )
-from guardrails.policy import Policy, assess, load_policy, step_spend, step_subjects
-from guardrails.validation import build_assess_context, incident_spent_cents, schema_errors
+from guardrails.policy import Policy, assess, load_policy, step_subjects
+from guardrails.validation import build_assess_context, committed_money, incident_spent_cents, schema_errors
 from guardrails.verdict import Decision, Verdict
 from tools.models import Escalation, aware
 from tools.state_machine import Conflict, DomainError, NotFound
@@ -232,16 +232,6 @@ def request_public(*, session: Session, request_id: str) -> ApprovalRequestPubli
     )
 
 
-def _incident_spend(*, session: Session, req: ApprovalRequest, exclude_index: int) -> int:
-    """Money already issued in the incident plus money approved elsewhere in this request."""
-    issued = incident_spent_cents(session=session, incident_id=req.incident_id)
-    approved = 0
-    for st in list_steps(session=session, request_id=req.id):
-        if st.step_index != exclude_index and st.status == ApprovalStatus.approved:
-            approved += step_spend(PlanStep.model_validate({**st.plan_step, "args": st.args}))
-    return issued + approved
-
-
 def _edited_args(step: ApprovalStep, edited_args: dict[str, Any] | None) -> dict[str, Any]:
     if not edited_args:
         raise InvalidEdit("an edit needs the new arguments")
@@ -268,13 +258,19 @@ def _reassess_edit(
     if errors:
         raise InvalidEdit("; ".join(r.message for r in errors), reasons=[r.model_dump() for r in errors])
     new_step = PlanStep.model_validate({**step.plan_step, "args": new_args})
+    # money the incident paid, and what its open requests still hold (this request's other steps
+    # included, pending or approved): the edited step is judged with the rest of the plan around it
+    committed = committed_money(
+        session=session, incident_id=req.incident_id, policy=policy, exclude=(req.id, step.step_index)
+    )
     ctx = build_assess_context(
         session=session,
         incident_order_ids=list(req.incident_order_ids),
         step_list=[new_step],
         now=now,
-        spent_cents=_incident_spend(session=session, req=req, exclude_index=step.step_index),
+        spent_cents=incident_spent_cents(session=session, incident_id=req.incident_id) + sum(committed.values()),
         autonomy="auto",  # the supervisor is the human in the loop; the tier still applies
+        committed=committed,
     )
     verdict = assess(new_step, ctx, policy)
     if verdict.decision == Decision.block:
@@ -338,10 +334,15 @@ def decide_step(
             _, verdict = _reassess_edit(
                 session=session, req=req, step=step, new_args=new_args, now=now, policy=policy or load_policy()
             )
-            # earlier approvals were for other arguments: the edit starts the count again
+            # earlier approvals were for other arguments: the edit starts the count again. An edit
+            # never lowers the tier: the step was proposed with reasons only its whole plan shows
+            # (six cancellations, the budget of steps still pending), and a re-check of the step
+            # alone would not see them; those reasons stay too
             args, approvals, edited = new_args, [], True
-            required = max(1, verdict.approvals_required)
-            reasons = [r.model_dump(mode="json") for r in verdict.reasons]
+            required = max(1, step.approvals_required, verdict.approvals_required)
+            new_reasons = [r.model_dump(mode="json") for r in verdict.reasons]
+            codes = {r["code"] for r in new_reasons}
+            reasons = new_reasons + [r for r in reasons if r.get("code") not in codes]
         approvals.append(actor_id)
         status = ApprovalStatus.approved if len(approvals) >= required else ApprovalStatus.pending
 

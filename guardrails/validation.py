@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
@@ -66,6 +66,35 @@ def incident_spent_cents(*, session: Session, incident_id: str) -> int:
     return int(total or 0)
 
 
+def committed_money(
+    *, session: Session, incident_id: str, policy: Policy, exclude: tuple[str, int] | None = None
+) -> dict[str, int]:
+    """Money per order ("" for money naming no order) in the steps waiting in, or approved in, the
+    incident's open approval requests, except step ``exclude`` (request id, step index): committed
+    to this incident but not paid yet, so not in its Compensation rows. A request stays open until
+    every step is decided, and its approved steps run only after that."""
+    from guardrails.models import ApprovalRequest, ApprovalStatus, ApprovalStep, RequestStatus
+
+    rows = session.exec(
+        select(ApprovalStep.request_id, ApprovalStep.step_index, ApprovalStep.tool, ApprovalStep.args)
+        .join(ApprovalRequest, col(ApprovalRequest.id) == col(ApprovalStep.request_id))
+        .where(
+            ApprovalRequest.incident_id == incident_id,
+            ApprovalRequest.status == RequestStatus.pending,
+            col(ApprovalStep.status).in_([ApprovalStatus.pending, ApprovalStatus.approved]),
+        )
+    ).all()
+    out: dict[str, int] = {}
+    for request_id, index, tool, args in rows:
+        rule = policy.tool_rule(tool)
+        if (request_id, index) == exclude or rule is None or rule.risk != "money":
+            continue
+        for item in step_subjects(dict(args)).money:
+            if item.amount_cents > 0:
+                out[item.order_id or ""] = out.get(item.order_id or "", 0) + item.amount_cents
+    return out
+
+
 def build_assess_context(
     *,
     session: Session,
@@ -77,11 +106,14 @@ def build_assess_context(
     with_customer_values: bool = True,
     subjects: Mapping[int, StepSubjects] | None = None,
     valued_order_ids: set[str] | None = None,
+    committed: Mapping[str, int] | None = None,
 ) -> AssessContext:
     """Facts about every order and rider the incident and the steps touch (``subjects``: each step's
     ``step_subjects`` by step index, when the caller has them already). Customer values (the LTV
     model) are looked up for the customers of ``valued_order_ids`` only when given: the orders of
-    the steps whose risk makes the high-value rule apply (see ``valued_orders``)."""
+    the steps whose risk makes the high-value rule apply (see ``valued_orders``). Each order's
+    ``compensated_cents`` is what it has been paid (in any incident) plus ``committed`` (see
+    ``committed_money``)."""
     # one query per table for every subject of every step; rows as columns, not ORM objects
     order_ids: list[str] = list(dict.fromkeys(incident_order_ids))
     rider_ids: list[str] = []
@@ -115,6 +147,16 @@ def build_assess_context(
         else sorted({o.customer_id for o in orders if o.id in valued_order_ids})
     )
     values = _customer_values(session=session, customer_ids=valued, now=now) if with_customer_values else {}
+    paid: dict[str, int] = dict(committed or {})
+    if order_ids:
+        comp_rows = session.execute(
+            sa_select(col(Compensation.order_id), func.sum(col(Compensation.amount_cents)))
+            .where(col(Compensation.order_id).in_(order_ids))
+            .group_by(col(Compensation.order_id))
+        ).all()
+        for row in comp_rows:
+            oid, cents = str(row[0]), cast(int | None, row[1])
+            paid[oid] = paid.get(oid, 0) + int(cents or 0)
     order_facts: dict[str, OrderFacts] = {}
     for o in orders:
         c = customers.get(o.customer_id)
@@ -126,6 +168,7 @@ def build_assess_context(
             customer_value_cents=values.get(o.customer_id),
             refund_claims=c.refund_claims_count if c else 0,
             rider_id=o.rider_id,
+            compensated_cents=paid.get(o.id, 0),
         )
 
     rider_facts: dict[str, RiderFacts] = {}

@@ -57,6 +57,10 @@ class IncidentBrief(BaseModel):
     opened_at: datetime | None = None
     # a follow-up run (late events): plan for ``order_ids`` only, earlier plans covered the rest
     follow_up: bool = False
+    # events of another family that joined (by an order) and ask for what only their own playbook
+    # does (agent.incidents.needs_own_playbook): one brief of that family each, investigated and
+    # planned beside the incident's own
+    also: list[IncidentBrief] = []
 
 
 ReadTool = Callable[[str, dict[str, Any]], dict[str, Any]]

@@ -22,6 +22,9 @@ Playbooks (the snapshot comes from agent.investigate):
 - customer_complaint: quote, then propose the model's compensation (a refund needs approval by
   policy) and a generic apology. The customer's text is never read here: what the note asks for has
   no effect on the plan.
+Joined events of another family (IncidentBrief.also: a rider gone, or a shelf short, for an order of
+an incident of another family) get their family's playbook too, after the incident's own, without a
+second write of the same step or a second compensation or notice for an order (``merge_joined``).
 Confidences: see agent.planners.base (solver forecast share, model prior, fixed priors; plan = min).
 """
 
@@ -30,7 +33,7 @@ from __future__ import annotations
 from typing import Any
 
 from agent.investigate import predicted_delays
-from agent.plan import ExpectedEffect, Plan, PlanStep
+from agent.plan import ExpectedEffect, Plan, PlanStep, args_hash
 from agent.planners.base import (
     PRIOR_COMPENSATION,
     PRIOR_ESCALATE,
@@ -71,12 +74,21 @@ class PlaybookPlanner:
     def plan(self, incident: IncidentBrief, snapshot: dict[str, Any], ctx: PlanContext) -> Plan:
         fam = incident.family
         builder = PLAYBOOKS.get(fam, _notify_only)
-        steps = renumber(builder(incident, snapshot))
+        # a follow-up with no new order of its own plans only its joined events (``also``)
+        steps = [] if incident.follow_up and not incident.order_ids else builder(incident, snapshot)
+        playbooks = [fam]
+        for sub in incident.also:  # joined events of a family this playbook does not cover
+            part = (snapshot.get("also") or {}).get(sub.family)
+            sub_builder = PLAYBOOKS.get(sub.family)
+            if part is not None and sub_builder is not None:
+                steps = merge_joined(steps, sub_builder(sub, part))
+                playbooks.append(sub.family)
+        steps = renumber(steps)
         writes = dict(ctx.tool_names) or dict.fromkeys(WRITE_TOOLS_HINT, True)
         return Plan(
             incident_id=incident.id,
             planner=self.name,
-            playbook=fam,
+            playbook="+".join(playbooks),
             steps=steps,
             confidence=plan_confidence(steps, writes),
             summary=_summary(fam, steps),
@@ -94,6 +106,32 @@ def _summary(fam: str, steps: list[PlanStep]) -> str:
 
 
 # --- building blocks -------------------------------------------------------------------------------
+
+# one of these per order in a plan: a joined family's plan does not pay or tell a customer twice
+ONCE_PER_ORDER = frozenset({"issue_compensation", "notify_customer"})
+
+
+def merge_joined(steps: list[PlanStep], extra: list[PlanStep]) -> list[PlanStep]:
+    """``extra`` (the plan of a joined family, see IncidentBrief.also) after ``steps``, without what
+    ``steps`` does already: the same write, or a compensation or notice for an order that has one. A
+    step that follows (``after``) a left-out step is left out too; the others' ``after`` follow them
+    to their new positions."""
+    have = {args_hash(s.tool, s.args) for s in steps}
+    per_order = {(s.tool, s.args.get("order_id")) for s in steps if s.tool in ONCE_PER_ORDER}
+    out = list(steps)
+    moved: dict[int, int] = {}
+    for i, st in enumerate(extra):
+        if st.after is not None and st.after not in moved:
+            continue
+        once = (st.tool, st.args.get("order_id"))
+        if args_hash(st.tool, st.args) in have or (st.tool in ONCE_PER_ORDER and once in per_order):
+            continue
+        moved[i] = len(out)
+        out.append(st.model_copy(update={"after": moved[st.after] if st.after is not None else None}))
+        have.add(args_hash(st.tool, st.args))
+        if st.tool in ONCE_PER_ORDER:
+            per_order.add(once)
+    return out
 
 
 def _step(tool: str, args: dict[str, Any], rationale: str, confidence: float, **effect: Any) -> PlanStep:

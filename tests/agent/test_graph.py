@@ -3,6 +3,7 @@ approval request, decisions are read from the database, expiry applies the safe 
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from contextlib import ExitStack
 from typing import Any
@@ -307,6 +308,86 @@ def test_failed_step_stops_the_rest_when_it_says_so(db: Engine) -> None:
     with Session(db) as s:
         inc = s.get(Incident, iid)
         assert inc is not None and inc.status == "failed"
+    rt.close()
+
+
+def test_a_step_that_raises_is_a_failed_step_and_the_steps_before_it_stay_recorded(db: Engine) -> None:
+    # a tool bug (an exception, not a structured error) in step 1 after step 0 paid: the payment is
+    # in the incident's statuses and the execution record, step 1 is failed, step 2 still runs
+    def broken(ctx: Any, args: Any) -> Any:
+        raise RuntimeError("notification gateway bug")
+
+    tools = dict(all_tools())
+    tools["notify_customer"] = dataclasses.replace(tools["notify_customer"], fn=broken)
+    notice = step("notify_customer", {"order_id": "o1", "template": "generic_apology"})
+    coupon2 = step("issue_compensation", {"order_id": "o2", "kind": "coupon", "amount_cents": 400, "reason": "x"})
+    rt, iid = start(db, [COUPON, notice, coupon2], tools=tools)
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "executed", "1": "failed", "2": "executed"}
+    assert [c.amount_cents for c in comps(db)] == [500, 400]
+    with Session(db) as s:
+        inc = s.get(Incident, iid)
+        assert inc is not None and inc.step_status == out.step_status
+        [rec] = s.exec(select(DecisionRecord).where(DecisionRecord.stage == "execution"))
+        assert rec.result["status"] == out.step_status
+        assert rec.result["steps"]["1"]["error"] == "unexpected_error: RuntimeError"
+        # the failed step left no key behind: nothing of it committed
+        assert {r.step_index for r in s.exec(select(ExecutedStep))} == {0, 2}
+    rt.close()
+
+
+def test_approvals_cancelled_by_an_edit_are_not_credited(db: Engine) -> None:
+    big = step("issue_compensation", {"order_id": "o0", "kind": "coupon", "amount_cents": 15_000, "reason": "x"})
+    rt, iid = start(db, [big])
+    rid = str(rt.run_incident(iid).request_id)
+
+    def decide(actor: str, decision: str = "approve", **kw: Any) -> Any:
+        return rt.decide(request_id=rid, step_index=0, decision=decision, actor_id=actor, actor_role="supervisor", **kw)
+
+    decide("alice")  # approves 15,000: one of two
+    decide("bob", "edit", edited_args={"amount_cents": 5_000})  # restarts the count, as bob's approval
+    done = decide("carol")
+    assert done.resumed and [c.amount_cents for c in comps(db)] == [5_000]
+    with Session(db) as s:
+        [row] = s.exec(select(ExecutedStep))
+        assert row.approved_by == ["bob", "carol"] and row.actor == "agent+bob,carol"
+    rt.close()
+
+
+def test_a_follow_up_plan_counts_what_the_incident_paid_against_its_budget(db: Engine) -> None:
+    # the first plan pays 5 x 9,900 (approved); late events add orders and a second thread proposes
+    # 2 x 900, small enough to run alone, but together they pass the 50,000 budget
+    ids = build_world(db, n_orders=7)
+    amounts = iter([9_900, 900])
+
+    class TwoPlans(ScriptedPlanner):
+        """A coupon for each order of the brief: 9,900 in the first plan, 900 in the follow-up."""
+
+        def plan(self, incident: Any, snapshot: Any, ctx: Any) -> Any:
+            amount = next(amounts)
+            self.steps = [
+                step("issue_compensation", {"order_id": o, "kind": "coupon", "amount_cents": amount, "reason": "x"})
+                for o in incident.order_ids
+            ]
+            return super().plan(incident, snapshot, ctx)
+
+    rt = runtime(db, [], planner=TwoPlans([]))
+    [first] = rt.ingest([event("off-1", ExceptionType.rider_offline, ids[:5])])
+    out = rt.run_incident(first.incident_id)
+    [late] = rt.ingest([event("off-2", ExceptionType.rider_offline, ids[5:])])  # while the first plan waits
+    assert late.incident_id == first.incident_id
+    for i in range(5):
+        rt.decide(
+            request_id=str(out.request_id), step_index=i, decision="approve", actor_id="sup-1", actor_role="supervisor"
+        )
+    final = rt.run_incident(first.incident_id)
+    assert sum(c.amount_cents for c in comps(db)) == 5 * 9_900
+    assert final.request_id not in (None, out.request_id)
+    with Session(db) as s:
+        inc = s.get(Incident, first.incident_id)
+        assert inc is not None and inc.thread_id.endswith(":2")
+        assert {v["decision"] for v in inc.verdicts.values()} == {"needs_approval"}
+        assert all("incident_budget_exceeded" in [r["code"] for r in v["reasons"]] for v in inc.verdicts.values())
     rt.close()
 
 

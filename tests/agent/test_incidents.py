@@ -161,6 +161,69 @@ def test_concurrent_deliveries_of_one_event_have_one_effect(engine: Engine) -> N
     assert len(results) + len(errors) == 4
 
 
+def _ingest_concurrently(engine: Engine, first: ExceptionEvent, second: ExceptionEvent) -> None:
+    """``first`` ingested and held uncommitted while ``second`` is ingested by another session (as two
+    service processes would), then both commit."""
+    ingested, release = threading.Event(), threading.Event()
+    errors: list[BaseException] = []
+
+    def hold_first() -> None:
+        try:
+            with session_scope(engine) as s:
+                ingest_event(session=s, event=first, now=T0, window_s=WINDOW)
+                ingested.set()
+                release.wait(10)
+        except BaseException as exc:  # noqa: BLE001 - surfaced by the assertion below
+            errors.append(exc)
+            ingested.set()
+
+    def then_second() -> None:
+        try:
+            with session_scope(engine) as s:
+                ingest_event(session=s, event=second, now=T0, window_s=WINDOW)
+        except BaseException as exc:  # noqa: BLE001
+            errors.append(exc)
+
+    t1 = threading.Thread(target=hold_first)
+    t1.start()
+    assert ingested.wait(10)
+    t2 = threading.Thread(target=then_second)
+    t2.start()
+    t2.join(0.5)  # the second has read the open incidents by now, unless intake serialises it
+    release.set()
+    t1.join()
+    t2.join()
+    assert errors == []
+
+
+def test_concurrent_events_about_one_order_open_one_incident(engine: Engine) -> None:
+    _ingest_concurrently(
+        engine,
+        ev("c1", ExceptionType.customer_complaint, orders=["o0"], text="late"),
+        ev("a1", ExceptionType.address_change, orders=["o0"], new_address="x"),
+    )
+    with Session(engine) as s:
+        naming = [i.id for i in s.exec(select(Incident)) if "o0" in i.order_ids]
+        assert len(naming) == 1 and count(s, IncidentEvent) == 2
+
+
+def test_concurrent_events_joining_one_incident_keep_every_order(engine: Engine) -> None:
+    with session_scope(engine) as s:
+        [opened] = ingest_events(
+            session=s, events=[ev("f0", ExceptionType.rider_offline, orders=["o1"])], now=T0, window_s=WINDOW
+        )
+    _ingest_concurrently(
+        engine,
+        ev("f1", ExceptionType.rider_offline, orders=["o1", "o5"]),
+        ev("f2", ExceptionType.rider_offline, orders=["o1", "o6"]),
+    )
+    with Session(engine) as s:
+        inc = s.get(Incident, opened.incident_id)
+        assert inc is not None and sorted(inc.order_ids) == ["o1", "o5", "o6"] and inc.event_count == 3
+        seqs = s.exec(select(IncidentEvent.seq).where(IncidentEvent.incident_id == inc.id)).all()
+        assert sorted(seqs) == [0, 1, 2]
+
+
 # --- late events: a follow-up thread on the same incident -------------------------------------------
 
 
@@ -253,5 +316,116 @@ def test_event_after_the_incident_resolved_opens_a_new_incident(sqlite_only_engi
         assert rt.run_incident(again.incident_id).status == IncidentStatus.resolved.value
         assert rt.run_incident(first.incident_id).status == IncidentStatus.resolved.value  # no follow-up
         assert len(planner.briefs) == 3
+    finally:
+        rt.close()
+
+
+# --- events of another family joining by an order -----------------------------------------------------
+
+
+def _rider_gone_with(engine: Engine, orders: list[str]) -> None:
+    """The test world with rider r1 offline while carrying ``orders``, and o0's milk short."""
+    from tools.models import Order, OrderLine, Rider, RiderStatus
+    from tools.state_machine import OrderStatus
+
+    from .factories import build_world
+
+    build_world(engine)
+    with session_scope(engine) as s:
+        rider = s.get(Rider, "r1")
+        assert rider is not None
+        rider.status = RiderStatus.offline
+        for oid in orders:
+            order = s.get(Order, oid)
+            assert order is not None
+            order.status, order.rider_id = OrderStatus.assigned, "r1"
+        line = s.exec(select(OrderLine).where(OrderLine.order_id == "o0")).one()
+        line.status = "short"
+
+
+def _riders_of(engine: Engine, orders: list[str]) -> list[str | None]:
+    from tools.models import Order
+
+    with Session(engine) as s:
+        return [o.rider_id for o in (s.get(Order, oid) for oid in orders) if o is not None]
+
+
+def test_a_rider_offline_event_joining_a_stockout_incident_gets_its_reassignment(sqlite_only_engine: Engine) -> None:
+    # the stockout playbook fixes shelves, it does not hand a gone rider's orders over: the joined
+    # event is planned with its own family's playbook too, in the same plan
+    from agent.planners.playbook import PlaybookPlanner
+    from agent.runtime import AgentRuntime
+    from agent.settings import Settings
+    from tools.clock import FakeClock
+
+    from .factories import NOW, event
+
+    engine = sqlite_only_engine
+    _rider_gone_with(engine, ["o0", "o1"])
+    rt = AgentRuntime(engine=engine, settings=Settings(), clock=FakeClock(NOW), planner=PlaybookPlanner())
+    try:
+        gone = event("off", ExceptionType.rider_offline, ["o0", "o1"]).model_copy(update={"rider_ids": ["r1"]})
+        [stock, off] = rt.ingest([event("so", ExceptionType.stockout_after_payment, ["o0"]), gone])
+        assert off.incident_id == stock.incident_id  # joined by o0
+        out = rt.run_incident(stock.incident_id)
+        assert out.plan is not None and out.plan["playbook"] == "stockout_after_payment+rider_offline"
+        tools = [st["tool"] for st in out.plan["steps"]]
+        assert "substitute_item" in tools and "apply_reassignment" in tools
+        assert set(out.step_status.values()) == {"executed"}
+        assert "r1" not in _riders_of(engine, ["o0", "o1"])
+    finally:
+        rt.close()
+
+
+def test_a_late_rider_offline_event_about_planned_orders_gets_a_follow_up(sqlite_only_engine: Engine) -> None:
+    # the stockout plan waits for a supervisor when the rider goes offline with o0, an order that plan
+    # already covered: no new order, yet the event gets a follow-up plan of its own family
+    from agent.planners.playbook import PlaybookPlanner
+    from agent.runtime import AgentRuntime
+    from agent.settings import Settings
+    from tools.clock import FakeClock
+
+    from .factories import NOW, event
+
+    engine = sqlite_only_engine
+    _rider_gone_with(engine, ["o0"])
+    settings = Settings(approval_ttl_s=600, autonomy_overrides={"stockout_after_payment": "assist"})
+    rt = AgentRuntime(engine=engine, settings=settings, clock=FakeClock(NOW), planner=PlaybookPlanner())
+
+    def approve_all(request_id: str | None) -> None:
+        assert request_id is not None
+        steps = rt.outcome(iid).interrupt["steps"]  # type: ignore[index]
+        for st in steps:
+            rt.decide(
+                request_id=request_id,
+                step_index=st["index"],
+                decision="approve",
+                actor_id="sup",
+                actor_role="supervisor",
+            )
+
+    try:
+        [stock] = rt.ingest([event("so", ExceptionType.stockout_after_payment, ["o0"])])
+        iid = stock.incident_id
+        first = rt.run_incident(iid)
+        assert first.waiting and first.plan is not None
+        assert "apply_reassignment" not in [st["tool"] for st in first.plan["steps"]]
+        gone = event("off", ExceptionType.rider_offline, ["o0"]).model_copy(update={"rider_ids": ["r1"]})
+        [late] = rt.ingest([gone])
+        assert late.incident_id == iid and not late.new_incident
+        approve_all(first.request_id)
+        follow = rt.outcome(iid)
+        assert follow.plan is not None and follow.plan["playbook"] == "stockout_after_payment+rider_offline"
+        assert [st["tool"] for st in follow.plan["steps"]] == ["apply_reassignment"]  # nothing else re-planned
+        approve_all(follow.request_id)
+        assert _riders_of(engine, ["o0"]) != ["r1"]
+        with Session(engine) as s:
+            inc = s.get(Incident, iid)
+            assert inc is not None and inc.thread_id == f"{iid}:2"
+        # planned now: running again starts no third thread
+        rt.run_incident(iid)
+        with Session(engine) as s:
+            inc = s.get(Incident, iid)
+            assert inc is not None and inc.thread_id == f"{iid}:2"
     finally:
         rt.close()

@@ -284,6 +284,59 @@ def test_plan_budget_accumulates() -> None:
     assert "incident_budget_exceeded" in codes(verdicts[1])
 
 
+def _coupons(amounts: list[int], order: str = "o1") -> list[PlanStep]:
+    return [
+        PlanStep(
+            index=i,
+            tool="issue_compensation",
+            args={"order_id": order, "kind": "coupon", "amount_cents": a, "reason": f"late {i}"},
+            confidence=0.95,
+        )
+        for i, a in enumerate(amounts)
+    ]
+
+
+def test_per_order_limits_count_the_orders_total_not_each_step() -> None:
+    # eleven coupons of the auto limit on one order: the second already takes the order past it, and
+    # the eleventh past the tier-2 line; a split payment is judged as what the customer gets
+    verdicts = assess_plan(_coupons([1000] * 11), ctx())
+    assert verdicts[0].decision == Decision.allow
+    assert all(verdicts[i].decision == Decision.needs_approval for i in range(1, 11))
+    assert codes(verdicts[1]) == {"compensation_above_auto_limit"} and verdicts[1].approvals_required == 1
+    assert "compensation_above_tier2_limit" in codes(verdicts[10]) and verdicts[10].approvals_required == 2
+    # money the order was paid before (or that waits in an open request) counts the same way
+    paid = {**ctx().orders, "o1": ctx().orders["o1"].model_copy(update={"compensated_cents": 600})}
+    v = assess_plan(_coupons([500]), ctx(orders=paid))[0]
+    assert v.decision == Decision.needs_approval and codes(v) == {"compensation_above_auto_limit"}
+    # other orders' payments do not
+    assert assess_plan(_coupons([500], order="o7"), ctx(orders=paid))[0].decision == Decision.allow
+    # a blocked step pays nothing, so it does not count toward the next
+    blocked_first = _coupons([-5, 1000])
+    verdicts = assess_plan(blocked_first, ctx())
+    assert verdicts[0].decision == Decision.block and verdicts[1].decision == Decision.allow
+
+
+def test_the_same_write_twice_in_a_plan_is_blocked() -> None:
+    # each step has its own idempotency key, so a repeated step would run (and pay) again
+    dup = _coupons([300, 300])
+    dup[1] = dup[1].model_copy(update={"args": {**dup[0].args}})
+    verdicts = assess_plan(dup, ctx())
+    assert verdicts[0].decision == Decision.allow
+    assert verdicts[1].decision == Decision.block and codes(verdicts[1]) == {"duplicate_step"}
+    # the same arguments in another key order are the same write
+    reordered = dict(reversed(list(dup[0].args.items())))
+    verdicts = assess_plan([dup[0], dup[0].model_copy(update={"index": 1, "args": reordered})], ctx())
+    assert codes(verdicts[1]) == {"duplicate_step"}
+    # reads may repeat; writes that differ in any argument are not duplicates
+    reads = [step("get_order", order_id="o1").model_copy(update={"index": i}) for i in range(2)]
+    assert all(v.decision == Decision.allow for v in assess_plan(reads, ctx()).values())
+    notices = [
+        PlanStep(index=i, tool="notify_customer", args={"order_id": "o1", "template": t}, confidence=0.95)
+        for i, t in enumerate(["delay", "generic_apology"])
+    ]
+    assert all(v.decision == Decision.allow for v in assess_plan(notices, ctx()).values())
+
+
 def test_step_subjects_walks_any_shape() -> None:
     s = step_subjects(
         {"assignments": [{"order_id": "a", "rider_id": "r"}], "order_ids": ["b", "a"], "customer_id": "c"}

@@ -28,7 +28,7 @@ from guardrails.service import (
 )
 from guardrails.validation import build_assess_context
 from tests.guardrails.factories import INCIDENT_ORDERS, NOW, build_world, comp_step, plan_step
-from tools.models import Escalation
+from tools.models import Compensation, Escalation
 from tools.state_machine import Conflict
 
 TTL = 900
@@ -154,6 +154,53 @@ def test_edit_that_raises_the_tier_needs_a_second_approver(world: Engine) -> Non
         _decide(world, rid, 0, "approve", actor="sup-1")
     r = _decide(world, rid, 0, "approve", actor="sup-2")
     assert r.step_status == ApprovalStatus.approved and r.args["amount_cents"] == 12_000
+
+
+def test_an_edit_never_lowers_the_tier(world: Engine) -> None:
+    # the tier may come from the whole plan (six cancellations, the budget of its other steps), which
+    # a re-check of the edited step alone cannot see: a second approver is still needed
+    rid = _queue(world, [comp_step(0, 15_000, order="o5")])
+    r = _decide(world, rid, 0, "edit", actor="sup-1", edited_args={"amount_cents": 500})
+    assert r.step_status == ApprovalStatus.pending and r.approvals_required == 2 and r.approvals == ["sup-1"]
+    assert "compensation_above_tier2_limit" in {x["code"] for x in r.reasons}
+    r = _decide(world, rid, 0, "approve", actor="sup-2")
+    assert r.step_status == ApprovalStatus.approved and r.args["amount_cents"] == 500
+
+
+def test_an_edit_is_judged_with_the_money_its_request_still_holds(world: Engine) -> None:
+    # 45,000 paid in the incident already; step 0 (4,000, pending) and step 1 together pass the
+    # 50,000 budget. Raising step 1 is judged with step 0 counted, though nobody approved it yet.
+    with Session(world) as s:
+        s.add(
+            Compensation(
+                order_id="o-out",
+                customer_id="c9",
+                kind="coupon",
+                amount_cents=45_000,
+                idempotency_key="k0",
+                incident_id="inc-1",
+                created_at=NOW,
+            )
+        )
+        s.commit()
+    rid = _queue(world, [comp_step(0, 4_000, order="o1"), comp_step(1, 800, order="o2")])
+    r = _decide(world, rid, 1, "edit", actor="sup-1", edited_args={"amount_cents": 1_500})
+    assert r.approvals_required == 2 and "incident_budget_exceeded" in {x["code"] for x in r.reasons}
+    # money an order was paid before counts toward its per-order limits
+    with Session(world) as s:
+        facts = build_assess_context(
+            session=s, incident_order_ids=INCIDENT_ORDERS, step_list=[], now=NOW, with_customer_values=False
+        )
+        assert facts.orders["o1"].compensated_cents == 0
+        facts = build_assess_context(
+            session=s,
+            incident_order_ids=["o-out", *INCIDENT_ORDERS],
+            step_list=[],
+            now=NOW,
+            with_customer_values=False,
+            committed={"o1": 4_000},
+        )
+        assert facts.orders["o-out"].compensated_cents == 45_000 and facts.orders["o1"].compensated_cents == 4_000
 
 
 @pytest.mark.parametrize(
