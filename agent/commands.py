@@ -20,6 +20,11 @@ def add_commands(sub: argparse._SubParsersAction) -> None:
     demo.add_argument("--every", type=float, default=4.0, help="seconds between injected exceptions")
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")
+    demo.add_argument(
+        "--dir",
+        default=None,
+        help="folder of the demo's own SQLite database, wiped at start (default: var/demo; DATABASE_URL is never used)",
+    )
     demo.set_defaults(func=cmd_demo)
 
     token = sub.add_parser("token", help="API tokens")
@@ -98,6 +103,15 @@ def cmd_token_revoke(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from agent.demo import run_demo
 
-    return run_demo(host=args.host, port=args.port, every_s=args.every, seed=args.seed, duration_s=args.duration)
+    return run_demo(
+        host=args.host,
+        port=args.port,
+        every_s=args.every,
+        seed=args.seed,
+        duration_s=args.duration,
+        directory=Path(args.dir) if args.dir else None,
+    )

@@ -221,6 +221,7 @@ def run_demo(
     seed: int | None = None,
     duration_s: float = 0.0,
     out: Any = None,
+    directory: Path | None = None,
 ) -> int:
     import uvicorn
 
@@ -229,7 +230,8 @@ def run_demo(
     out = out or sys.stdout
     base: Settings = get_settings()
     seed = base.seed if seed is None else seed
-    url = fresh_database(DEMO_DIR / "demo.db")
+    # the demo wipes its database at start: always its own file, never the configured DATABASE_URL
+    url = fresh_database((directory or DEMO_DIR) / "demo.db")
     settings = base.model_copy(update={"database_url": url, "planner": "playbook", "autonomy_overrides": DEMO_AUTONOMY})
     engine = make_engine(url)
     init_db(engine)

@@ -13,7 +13,7 @@ from sqlalchemy.orm import defer
 from sqlmodel import Field, SQLModel
 
 from tools.db import SCHEMA_UPGRADES, add_column, column_names
-from tools.models import ts_column
+from tools.models import UtcDatetime, ts_column
 
 
 class IncidentStatus(StrEnum):
@@ -91,8 +91,8 @@ WITHOUT_PLAN = (defer(Incident.plan), defer(Incident.verdicts))  # type: ignore[
 class IncidentPublic(IncidentBase):
     id: str
     thread_id: str
-    opened_at: datetime
-    updated_at: datetime
+    opened_at: UtcDatetime
+    updated_at: UtcDatetime
     event_count: int
     order_ids: list[str]
     plan: dict[str, Any] | None

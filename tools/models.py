@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 from enum import StrEnum
-from typing import Any
+from typing import Annotated, Any
 
+from pydantic import AfterValidator
 from sqlalchemy import JSON, Column, DateTime, UniqueConstraint
 from sqlmodel import Field, SQLModel
 
@@ -23,6 +24,11 @@ def utcnow() -> datetime:
 def aware(dt: datetime) -> datetime:
     """SQLite returns naive datetimes; everything in the world is UTC."""
     return dt if dt.tzinfo else dt.replace(tzinfo=UTC)
+
+
+# a datetime read back from the database, given out with its UTC offset on every backend (SQLite's
+# are naive): for the models the API returns
+UtcDatetime = Annotated[datetime, AfterValidator(aware)]
 
 
 def ts_column(nullable: bool = False) -> Any:

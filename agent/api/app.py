@@ -13,6 +13,7 @@ from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import DataError
 from sqlmodel import Session
 
 from agent.api.limits import BodyLimitMiddleware
@@ -66,6 +67,7 @@ def create_app(
     app.state.worker = worker
     app.state.token_cache = TokenCache(ttl_s=settings.auth_cache_s)
     app.add_exception_handler(RequestValidationError, _validation_error)
+    app.add_exception_handler(DataError, _data_error)
     app.add_middleware(BodyLimitMiddleware, max_body_bytes=settings.max_body_bytes)
     for module in (events, incidents, approvals, chat, feed, audit, world, me, health, web):
         app.include_router(module.router)
@@ -91,6 +93,16 @@ def _warm_up(engine: Engine, worker: IncidentWorker) -> None:
         pass
     warm_models(engine=engine, now=now)
     freeze_warm_heap()
+
+
+async def _data_error(_: Request, exc: Exception) -> Response:
+    """A path or query value the database refuses to compare with (text with a NUL byte on
+    PostgreSQL, a number past 64 bits): the request's fault, so 422, not 500."""
+    return Response(
+        json.dumps({"detail": "a value in the request cannot be stored or looked up (a NUL byte?)"}),
+        status_code=422,
+        media_type="application/json",
+    )
 
 
 async def _validation_error(_: Request, exc: Exception) -> Response:

@@ -24,6 +24,12 @@ from agent.api.service import TokenCache, authenticate_token, hash_token
 from agent.api.worker import IncidentWorker
 from agent.settings import Settings
 
+# what every route behind a token may answer besides its own codes (listed in the OpenAPI document)
+AUTH_RESPONSES: dict[int | str, dict[str, Any]] = {
+    401: {"description": "no bearer token, or an unknown or revoked one"},
+    403: {"description": "the token's role may not use this route"},
+}
+
 _bearer = HTTPBearer(auto_error=False, description="a token from `orderagent token create`")
 
 

@@ -6,10 +6,12 @@ from datetime import datetime
 from enum import StrEnum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 from sqlalchemy import Column, DateTime, UniqueConstraint
 from sqlmodel import Field as SQLField
 from sqlmodel import SQLModel
+
+from tools.models import UtcDatetime
 
 
 class Role(StrEnum):
@@ -45,7 +47,7 @@ class ApiToken(ApiTokenBase, table=True):
 class ApiTokenPublic(ApiTokenBase):
     id: int
     prefix: str
-    created_at: datetime
+    created_at: UtcDatetime
     revoked: bool
 
 
@@ -67,7 +69,7 @@ class ChatMessagePublic(BaseModel):
     role: str
     content: str
     actor_id: str
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 # ---- request / response schemas ---------------------------------------------------------------
@@ -124,6 +126,13 @@ class ChatIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     message: str = Field(min_length=1, max_length=2000)
+
+    @field_validator("message")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:  # PostgreSQL text cannot hold it
+            raise ValueError("text may not contain NUL (\\u0000)")
+        return value
 
 
 class Health(BaseModel):

@@ -13,6 +13,7 @@ from typing import Any
 from sqlmodel import Session, SQLModel, col, select
 
 from agent.api.models import ApiToken, ChatMessage, Role
+from tools.models import aware
 
 TOKEN_PREFIX = "oa_"
 
@@ -144,10 +145,11 @@ def query_incidents(
         stmt = stmt.where(Incident.type == type)
     if zone:
         stmt = stmt.where(Incident.zone == zone)
+    # stored in UTC (naive on SQLite): the bounds too, whatever offset the caller wrote
     if since:
-        stmt = stmt.where(col(Incident.opened_at) >= since)
+        stmt = stmt.where(col(Incident.opened_at) >= aware(since).astimezone(UTC))
     if until:
-        stmt = stmt.where(col(Incident.opened_at) <= until)
+        stmt = stmt.where(col(Incident.opened_at) <= aware(until).astimezone(UTC))
     return list(session.exec(stmt.order_by(col(Incident.opened_at).desc(), col(Incident.id)).limit(limit)))
 
 

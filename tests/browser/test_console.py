@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import httpx
 import pytest
 
 from tests.browser.conftest import LiveServer, save_shot, sign_in
@@ -67,3 +68,31 @@ def test_dispatcher_chats_and_sees_no_approve_buttons(page: Any, live_server: Li
     assert page.locator("button[data-action]").count() == 0
     assert page.locator("input[data-arg]").count() == 0
     assert page.locator("#bulk-approve").is_hidden()
+
+
+def test_a_dispatchers_chat_thread_cannot_be_taken_by_another_user(page: Any, live_server: LiveServer) -> None:
+    # the supervisor writes first in the thread name the console used to derive from the dispatcher's
+    # name; the dispatcher's console keeps its own random thread, across reloads
+    squat = httpx.post(
+        live_server.url + "/chat/dispatch-web-dispatcher",
+        json={"message": "mine now"},
+        headers={"Authorization": f"Bearer {live_server.tokens['supervisor']}"},
+        timeout=30,
+    )
+    assert squat.status_code == 200
+    sign_in(page, live_server, "dispatcher")
+    page.fill("#chat-input", "list open incidents")
+    page.click("#chat-form button[type=submit]")
+    page.locator(".msg.assistant.done").last.wait_for()
+    assert "Could not reach the agent" not in page.locator("#messages").inner_text()
+    page.reload()
+    page.locator(".msg.user", has_text="list open incidents").wait_for()  # the same thread again
+
+
+def test_an_unknown_incident_page_says_so(page: Any, live_server: LiveServer) -> None:
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    sign_in(page, live_server, "dispatcher")
+    page.goto(f"{live_server.url}/console/incidents/nope-404")
+    page.locator("#inc-error", has_text="nope-404").wait_for()
+    assert errors == []

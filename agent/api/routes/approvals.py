@@ -7,18 +7,18 @@ Low-risk (what bulk approval may decide): every pending step of the request need
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query
 from pydantic import ValidationError
 
 from agent.api import approval_views as views
-from agent.api.deps import MetricsDep, ReaderDep, SessionDep, SupervisorDep, WorkerDep
+from agent.api.deps import AUTH_RESPONSES, MetricsDep, ReaderDep, SessionDep, SupervisorDep, WorkerDep
 from agent.api.models import BulkApproveIn, BulkApproveOut, DecisionIn
 from guardrails.service import Forbidden
 from tools.state_machine import Conflict, DomainError, NotFound
 
-router = APIRouter(prefix="/approvals", tags=["approvals"])
+router = APIRouter(prefix="/approvals", tags=["approvals"], responses=AUTH_RESPONSES)
 
 BULK_MAX_CENTS = views.BULK_MAX_CENTS
 
@@ -28,7 +28,7 @@ def list_approvals(
     session: SessionDep,
     _: ReaderDep,
     worker: WorkerDep,
-    status: str | None = Query(default="pending", max_length=32, description="pending (default), all, ..."),
+    status: Literal["pending", "resolved", "expired", "all"] = Query(default="pending"),
     incident_id: str | None = Query(default=None, max_length=128),
 ) -> list[dict[str, Any]]:
     """Approval requests sorted by expiry (soonest first), with their steps and low-risk flag."""
@@ -55,7 +55,7 @@ def get_approval(request_id: str, session: SessionDep, _: ReaderDep, worker: Wor
 )
 def decide(
     request_id: str,
-    step_index: int,
+    step_index: Annotated[int, Path(ge=0, le=100_000)],
     body: DecisionIn,
     session: SessionDep,
     principal: SupervisorDep,

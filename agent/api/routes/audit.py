@@ -7,9 +7,9 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
-from agent.api.deps import AuditorDep, SessionDep
+from agent.api.deps import AUTH_RESPONSES, AuditorDep, SessionDep
 
-router = APIRouter(prefix="/audit", tags=["audit"])
+router = APIRouter(prefix="/audit", tags=["audit"], responses=AUTH_RESPONSES)
 
 
 def _audit() -> Any:

@@ -14,11 +14,11 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import Session, col, select
 
 from agent.api import service
-from agent.api.deps import DispatcherDep, EngineDep, SessionDep
+from agent.api.deps import AUTH_RESPONSES, DispatcherDep, EngineDep, SessionDep
 from agent.api.models import ChatIn, ChatMessage, ChatMessagePublic, Principal, Role
 from agent.chat import ChatEngine, ChatTurn
 
-router = APIRouter(prefix="/chat", tags=["chat"])
+router = APIRouter(prefix="/chat", tags=["chat"], responses=AUTH_RESPONSES)
 
 ThreadId = Annotated[str, Path(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9_.:-]+$")]
 

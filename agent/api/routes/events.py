@@ -7,12 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Body, HTTPException, status
 from pydantic import Field
 
-from agent.api.deps import IntegrationDep, WorkerDep
+from agent.api.deps import AUTH_RESPONSES, IntegrationDep, WorkerDep
 from agent.api.models import EventAccepted, EventsAccepted
 from agent.api.worker import IntakeTimeout
 from tools.events import ExceptionEvent
 
-router = APIRouter(tags=["events"])
+router = APIRouter(tags=["events"], responses=AUTH_RESPONSES)
 
 MAX_EVENTS_PER_REQUEST = 1000
 EventBatch = Annotated[list[ExceptionEvent], Field(min_length=1, max_length=MAX_EVENTS_PER_REQUEST)]

@@ -12,10 +12,10 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
 from agent.api import approval_views, service
-from agent.api.deps import ReaderDep
+from agent.api.deps import AUTH_RESPONSES, ReaderDep
 from agent.models import IncidentPublic
 
-router = APIRouter(tags=["feed"])
+router = APIRouter(tags=["feed"], responses=AUTH_RESPONSES)
 
 
 def snapshot(engine: object) -> dict[str, object]:

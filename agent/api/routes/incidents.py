@@ -8,10 +8,10 @@ from fastapi import APIRouter, HTTPException, Query
 from pydantic import AwareDatetime
 
 from agent.api import service
-from agent.api.deps import ReaderDep, SessionDep
+from agent.api.deps import AUTH_RESPONSES, ReaderDep, SessionDep
 from agent.models import Incident, IncidentPublic, IncidentStatus
 
-router = APIRouter(prefix="/incidents", tags=["incidents"])
+router = APIRouter(prefix="/incidents", tags=["incidents"], responses=AUTH_RESPONSES)
 
 
 @router.get("", response_model=list[IncidentPublic])

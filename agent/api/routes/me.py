@@ -4,10 +4,10 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from agent.api.deps import ROUTE_ROLES, CurrentUser
+from agent.api.deps import AUTH_RESPONSES, ROUTE_ROLES, CurrentUser
 from agent.api.models import Principal, Role
 
-router = APIRouter(tags=["auth"])
+router = APIRouter(tags=["auth"], responses=AUTH_RESPONSES)
 
 
 @router.get("/me")

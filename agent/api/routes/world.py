@@ -7,11 +7,11 @@ from typing import Any
 from fastapi import APIRouter, HTTPException
 
 from agent.api import service
-from agent.api.deps import ReaderDep, SessionDep
+from agent.api.deps import AUTH_RESPONSES, ReaderDep, SessionDep
 from tools.state_machine import NotFound
 from tools.world.service import world_summary
 
-router = APIRouter(prefix="/world", tags=["world"])
+router = APIRouter(prefix="/world", tags=["world"], responses=AUTH_RESPONSES)
 
 
 @router.get("")

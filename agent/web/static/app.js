@@ -139,11 +139,25 @@ function renderFeed(state) {
     el("span", { class: "muted small" }, hhmm(i.opened_at)))));
 }
 
+// This dispatcher's chat thread: a random id, kept in this browser per user. A thread belongs to the
+// first who writes in it, so an id another user could guess ("dispatch-<name>") could be taken first.
+function chatThread() {
+  const key = "orderagent.chat." + me().name;
+  let thread = localStorage.getItem(key);
+  if (!thread) {
+    const bytes = crypto.getRandomValues(new Uint8Array(8));
+    const suffix = Array.from(bytes, b => b.toString(16).padStart(2, "0")).join("");
+    thread = "dispatch-" + me().name.replace(/[^A-Za-z0-9_.:-]/g, "_").slice(0, 80) + "-" + suffix;
+    localStorage.setItem(key, thread);
+  }
+  return thread;
+}
+
 function dispatcherPage() {
   liveFeed(renderFeed);
   const panel = document.getElementById("chat-panel");
   if (!can("chat")) { panel.replaceChildren(el("p", { class: "muted" }, "Your role cannot use the chat.")); return; }
-  const thread = "dispatch-" + me().name.replace(/[^A-Za-z0-9_.:-]/g, "_");
+  const thread = chatThread();
   const box = document.getElementById("messages");
   const add = (role, text) => { const n = el("div", { class: `msg ${role}` }, text); box.append(n); box.scrollTop = box.scrollHeight; return n; };
   api(`/chat/${thread}`).then(msgs => msgs.forEach(m => add(m.role, m.content))).catch(() => {});
@@ -312,9 +326,15 @@ async function incidentPage() {
       el("strong", {}, r.stage), " ", el("span", { class: "muted small" }, hhmm(r.created_at || r.at || r.recorded_at)),
       r.approver_id ? ` · ${r.approver_id} (${r.approver_role})` : "", r.reason ? ` · ${r.reason}` : "")));
   };
-  await load();
-  setInterval(() => load().catch(() => {}), 3000);
   const chain = document.getElementById("chain-status");
+  try {
+    await load();
+  } catch (err) {  // an unknown id (404) or a lost connection: say so instead of a blank page
+    document.getElementById("inc-summary").replaceChildren(el("span", { class: "error", id: "inc-error" }, err.message));
+    chain.textContent = "-";
+    return;
+  }
+  setInterval(() => load().catch(() => {}), 3000);
   if (can("audit")) {
     api("/audit/verify").then(r => { chain.textContent = r.ok ? `verified (${r.records} records)` : `BROKEN at ${r.first_bad_seq}`; chain.className = "badge " + (r.ok ? "ok" : "bad"); })
       .catch(err => { chain.textContent = err.message; });
