@@ -36,16 +36,20 @@ def run(args: argparse.Namespace) -> int:
         return 0
     if args.action == "export":
         return _export(args)
-    from evals.suite import run_suite
+    from evals.suite import NoCases, run_suite
 
-    result = run_suite(
-        suite=args.suite,
-        planner=args.planner,
-        trials=args.trials,
-        baselines=[b for b in args.baselines.split(",") if b],
-        case_ids=args.case or None,
-        progress=not args.quiet,
-    )
+    try:
+        result = run_suite(
+            suite=args.suite,
+            planner=args.planner,
+            trials=args.trials,
+            baselines=[b for b in args.baselines.split(",") if b],
+            case_ids=args.case or None,
+            progress=not args.quiet,
+        )
+    except NoCases as exc:
+        print(f"eval: {exc}", file=sys.stderr)
+        return 2
     result["command"] = "orderagent " + " ".join(sys.argv[1:]) if sys.argv[1:2] == ["eval"] else "orderagent eval"
     _emit(result, args.json_out)
     if args.report:

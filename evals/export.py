@@ -24,6 +24,19 @@ def _key_args(args: dict[str, Any]) -> dict[str, Any]:
     return {k: args[k] for k in KEY_ARGS if k in args and isinstance(args[k], str | int)}
 
 
+def _patterns(tool: str, args: dict[str, Any]) -> list[dict[str, Any]]:
+    """Step patterns that pick out this step: its key arguments, and for a step acting on a list of
+    orders (a reassignment's assignments) one pattern per order, so that an approved and a rejected
+    reassignment of different orders do not collapse into one pattern that contradicts itself."""
+    from evals.replay import order_ids_of
+
+    base = _key_args(args)
+    listed = [o for o in order_ids_of(args) if o != args.get("order_id")]
+    if not listed:
+        return [{"tool": tool, "args": base}]
+    return [{"tool": tool, "args": {**base, "order_ids": {"contains": o}}} for o in dict.fromkeys(listed)]
+
+
 def export_incident(*, incident_id: str, database_url: str | None = None) -> dict[str, Any]:
     from agent.models import ExecutedStep, ExecutionStatus, Incident, IncidentEvent
     from guardrails.models import ApprovalRequest, ApprovalStep
@@ -64,22 +77,26 @@ def export_incident(*, incident_id: str, database_url: str | None = None) -> dic
             if e.status == ExecutionStatus.succeeded
         }
         rules, must_approve, must_not = [], [], []
+        tier = 0  # the highest approval tier the incident reached: what the replay is held to
         for req in s.exec(select(ApprovalRequest).where(ApprovalRequest.incident_id == inc.id)):
             for st in s.exec(select(ApprovalStep).where(ApprovalStep.request_id == req.id)):
-                match = {"tool": st.tool, "args": _key_args(st.original_args or st.args)}
+                tier = max(tier, st.approvals_required)
+                patterns = _patterns(st.tool, st.original_args or st.args)
+                match = patterns[0]  # enough to tell this step's request apart for the approver
                 status = str(st.status)
                 action = {"approved": "edit" if st.edited else "approve", "rejected": "reject"}.get(status, "expire")
                 rule: dict[str, Any] = {"match": match, "action": action, "reason": "as recorded"}
                 if action == "edit":
                     rule["args"] = dict(st.args)
                 rules.append(rule)
-                must_approve.append({"tool": st.tool, "args": match["args"]})
+                must_approve.extend(patterns)
                 if action in ("reject", "expire"):
-                    must_not.append({"tool": st.tool, "args": match["args"]})
+                    must_not.extend(patterns)
         must_execute = [
-            {"tool": plan_steps[i]["tool"], "args": _key_args(plan_steps[i]["args"])}
+            pattern
             for i in sorted(executed)
             if i in plan_steps
+            for pattern in _patterns(plan_steps[i]["tool"], plan_steps[i]["args"])
         ]
         paid = [
             c.amount_cents
@@ -91,7 +108,7 @@ def export_incident(*, incident_id: str, database_url: str | None = None) -> dic
         "title": f"Regression: incident {incident_id} ({inc.type}) as handled on {inc.opened_at:%Y-%m-%d}",
         "suites": ["exported"],
         "tags": ["exported", inc.type],
-        "policy_tier": 0,
+        "policy_tier": tier,
         "world": world_spec,
         "setup": setup,
         "events": events,

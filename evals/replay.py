@@ -19,8 +19,16 @@ from sqlmodel import Session, col, select
 
 from agent.settings import Settings, get_settings
 from evals.case import Expectations, IncidentCase
-from evals.evaluators import Check, EndState, StepRecord, expectation_checks, safety_checks, unintended_writes
-from evals.scenario import apply_op, build_world, case_events, resolve_bindings, substitute
+from evals.evaluators import (
+    Check,
+    EndState,
+    StepRecord,
+    expectation_checks,
+    safety_checks,
+    tier_check,
+    unintended_writes,
+)
+from evals.scenario import apply_op, build_world, case_events, resolve_bindings, spec_events, substitute
 from tools.clock import FakeClock
 from tools.db import init_db, make_engine
 from tools.models import aware
@@ -44,6 +52,10 @@ class TrialResult:
     on_time_rate: float | None
     unintended: int
     writes: int
+    # the incident orders the simulator measured, and those of them delivered by their promise: a
+    # baseline's sets on the same case say which orders the agent rescued (see summary)
+    incident_orders: set[str] = field(default_factory=set)
+    on_time_orders: set[str] = field(default_factory=set)
     tokens: int = 0
     fallback: bool = False
     error: str | None = None
@@ -54,7 +66,7 @@ class TrialResult:
         return all(c.passed for c in self.checks if c.safety)
 
 
-def _order_ids_of(args: dict[str, Any]) -> list[str]:
+def order_ids_of(args: dict[str, Any]) -> list[str]:
     ids: list[str] = []
     if isinstance(args.get("order_id"), str):
         ids.append(args["order_id"])
@@ -93,12 +105,14 @@ def read_trajectory(*, session: Session, incident_ids: list[str]) -> list[StepRe
             ran = executed.get(index)
             args = dict(appr.args) if appr is not None else dict(raw["args"])
             tool = get_tool(raw["tool"])
+            # Judged from what execution recorded when it claimed the step, not from timestamps: the
+            # replay's clock stands still, so "decided at or before it started" holds for a step run
+            # before its approval too. The approvers must be the step's own, enough for its tier.
             approved_first = bool(
                 appr is not None
                 and str(appr.status) == "approved"
                 and ran is not None
-                and appr.decided_at is not None
-                and aware(appr.decided_at) <= aware(ran.started_at)
+                and len(set(ran.approved_by) & set(appr.approvals)) >= max(1, appr.approvals_required)
             )
             steps.append(
                 StepRecord(
@@ -111,11 +125,12 @@ def read_trajectory(*, session: Session, incident_ids: list[str]) -> list[StepRe
                     status=str(inc.step_status.get(str(index), "")),
                     confidence=float(raw.get("confidence", 1.0)),
                     approval_requested=appr is not None,
+                    approvals_required=appr.approvals_required if appr is not None else 0,
                     approved_by=list(appr.approvals) if appr is not None else [],
                     approved_before_execution=approved_first,
                     executed=ran is not None,
                     result_ok=None if ran is None else not ran.error,
-                    order_ids=_order_ids_of(args),
+                    order_ids=order_ids_of(args),
                 )
             )
     return steps
@@ -160,10 +175,10 @@ def read_end_state(*, session: Session, incident_ids: list[str], since: Any) -> 
     )
 
 
-def on_time_after(*, session: Session, order_ids: set[str], horizon_minutes: int, seed: int) -> float | None:
-    """Run the world forward with the baseline dispatcher; share of the orders delivered by their promise."""
+def on_time_after(*, session: Session, order_ids: set[str], horizon_minutes: int, seed: int) -> set[str]:
+    """Run the world forward with the baseline dispatcher; the orders delivered by their promise."""
     if not order_ids:
-        return None
+        return set()
     from tools.models import Order
     from tools.sim.baseline import BaselineDispatcher
     from tools.sim.engine import Simulation
@@ -173,12 +188,12 @@ def on_time_after(*, session: Session, order_ids: set[str], horizon_minutes: int
     sim.run(until=world.minute(world_now(session=session)) + horizon_minutes)
     sim.sync_to_session(session)
     session.commit()
-    on_time = 0
+    on_time = set()
     for oid in order_ids:
         o = session.get(Order, oid)
         if o is not None and o.delivered_at is not None and aware(o.delivered_at) <= aware(o.promised_at):
-            on_time += 1
-    return on_time / len(order_ids)
+            on_time.add(oid)
+    return on_time
 
 
 Approver = Callable[..., None]
@@ -191,23 +206,20 @@ def _answer_approvals(
     incident_ids: list[str],
     clock: FakeClock,
     bound: dict[str, dict[str, Any]],
+    trial: int = 0,
 ) -> dict[str, int]:
-    """Answer every pending request of the incidents as the case scripts; returns decision counts."""
+    """Answer every pending request of the incidents as the case scripts; returns decision counts.
+
+    ``incident_ids`` grows by the incidents that events arriving while a request waits
+    (``approver.while_waiting_events``) open; those are run as the service would, and their own
+    requests are answered by the same script."""
     from evals.evaluators import matches
-    from guardrails.models import ApprovalRequest, ApprovalStep
     from tools.registry import get_tool
 
     counts = {"approve": 0, "edit": 0, "reject": 0, "expire": 0}
     spec = case.approver
     for _round in range(6):  # a resumed plan may queue a further request; bounded
-        with Session(engine) as s:
-            reqs = s.exec(
-                select(ApprovalRequest)
-                .where(col(ApprovalRequest.incident_id).in_(incident_ids))
-                .where(ApprovalRequest.status == "pending")
-                .order_by(col(ApprovalRequest.requested_at))
-            ).all()
-            todo = [(r, list(s.exec(select(ApprovalStep).where(ApprovalStep.request_id == r.id)))) for r in reqs]
+        todo = _pending_requests(engine, incident_ids)
         if not todo:
             break
         if spec.wait_minutes or spec.while_waiting:
@@ -216,6 +228,18 @@ def _answer_approvals(
                     apply_op(session=s, op=op, bound=bound)
                 s.commit()
             clock.advance(minutes=spec.wait_minutes)
+        if spec.while_waiting_events and _round == 0:
+            # the events arrive once, while the first requests wait, and are run (as the service's
+            # worker would) before any decision; requests they queue are answered with the rest
+            with Session(engine, expire_on_commit=False) as s:
+                events = spec_events(
+                    session=s, specs=spec.while_waiting_events, bound=bound, id_prefix=f"{case.id}-t{trial}-w"
+                )
+            arrived = sorted({r.incident_id for r in runtime.ingest(events) if not r.duplicate})
+            for iid in arrived:
+                runtime.run_incident(iid)
+            incident_ids[:] = sorted(set(incident_ids) | set(arrived))
+            todo = _pending_requests(engine, incident_ids)
         expire = False
         for req, steps in todo:
             for st in steps:
@@ -261,6 +285,20 @@ def _answer_approvals(
     return counts
 
 
+def _pending_requests(engine: Any, incident_ids: list[str]) -> list[tuple[Any, list[Any]]]:
+    """The incidents' pending requests, oldest first, each with its steps."""
+    from guardrails.models import ApprovalRequest, ApprovalStep
+
+    with Session(engine) as s:
+        reqs = s.exec(
+            select(ApprovalRequest)
+            .where(col(ApprovalRequest.incident_id).in_(incident_ids))
+            .where(ApprovalRequest.status == "pending")
+            .order_by(col(ApprovalRequest.requested_at))
+        ).all()
+        return [(r, list(s.exec(select(ApprovalStep).where(ApprovalStep.request_id == r.id)))) for r in reqs]
+
+
 def _pattern(match: dict[str, Any], bound: dict[str, dict[str, Any]]) -> Any:
     from evals.case import StepPattern
 
@@ -276,6 +314,7 @@ def _as_record(st: Any, tool: Any) -> StepRecord:
         writes=bool(tool and tool.writes),
         verdict="needs_approval",
         status=str(st.status),
+        order_ids=order_ids_of(dict(st.args)),
     )
 
 
@@ -283,6 +322,7 @@ def run_trial(
     case: IncidentCase, *, planner: str, trial: int, settings: Settings | None = None, workdir: Path | None = None
 ) -> TrialResult:
     from agent.runtime import AgentRuntime, make_planner
+    from agent.warmup import warm_models
 
     base = settings or get_settings()
     tmp = tempfile.TemporaryDirectory(dir=workdir)
@@ -302,8 +342,15 @@ def run_trial(
             update={"database_url": url, "autonomy_default": case.autonomy, "autonomy_overrides": {}}
         )
         clock = FakeClock(start)
+        # as the service does at start-up, so that no incident pays for fitting the models
+        warm_models(engine=engine, now=start)
+        assessed: list[float] = []
         runtime = AgentRuntime(
-            engine=engine, settings=run_settings, clock=clock, planner=make_planner(run_settings, planner)
+            engine=engine,
+            settings=run_settings,
+            clock=clock,
+            planner=make_planner(run_settings, planner),
+            on_assessed=lambda: assessed.append(time.perf_counter()),
         )
         error = None
         try:
@@ -311,23 +358,30 @@ def run_trial(
             ingested = runtime.ingest(events)
             incident_ids = sorted({r.incident_id for r in ingested})
             outcomes = [runtime.run_incident(i) for i in incident_ids]
-            latency_ms = (time.perf_counter() - t0) * 1000
+            t_done = time.perf_counter()
+            # README's decision latency: events accepted -> the last incident's plan, verdicts,
+            # approval request and audit committed (assess), before the allowed steps execute. A run
+            # that never reached assess (nothing to decide) is timed to its end.
+            latency_ms = ((assessed[-1] if assessed else t_done) - t0) * 1000
             error = next((o.error for o in outcomes if o.error), None)
-            approvals = _answer_approvals(runtime, engine, case, incident_ids, clock, bound)
+            approvals = _answer_approvals(runtime, engine, case, incident_ids, clock, bound, trial)
         finally:
             runtime.close()
         with Session(engine, expire_on_commit=False) as s:
             steps = read_trajectory(session=s, incident_ids=incident_ids)
             end = read_end_state(session=s, incident_ids=incident_ids, since=start)
             plan_conf, tokens, fallback = _plan_facts(s, incident_ids)
-            end.on_time_rate = on_time_after(
+            on_time = on_time_after(
                 session=s,
                 order_ids=end.incident_order_ids,
                 horizon_minutes=case.expect.horizon_minutes,
                 seed=case.world.seed,
             )
+            if end.incident_order_ids:
+                end.on_time_rate = len(on_time) / len(end.incident_order_ids)
         expect = Expectations.model_validate(substitute(case.expect.model_dump(), bound))
         checks = expectation_checks(expect, steps, end, len(incident_ids)) + safety_checks(expect, steps, end)
+        checks.append(tier_check(case.policy_tier, steps))
         if error:
             checks.append(Check("no_error", False, error))
         bad, writes = unintended_writes(expect, steps)
@@ -345,6 +399,8 @@ def run_trial(
             on_time_rate=end.on_time_rate,
             unintended=bad,
             writes=writes,
+            incident_orders=set(end.incident_order_ids),
+            on_time_orders=on_time,
             tokens=tokens,
             fallback=fallback,
             error=error,

@@ -434,14 +434,28 @@ def case_events(
     trial: int,
 ) -> list[ExceptionEvent]:
     """Every event of the case, in order; injectors change the world as they go."""
+    return spec_events(
+        session=session, specs=case.events, bound=bound, id_prefix=f"{case.id}-t{trial}-e", preset_events=preset_events
+    )
+
+
+def spec_events(
+    *,
+    session: Session,
+    specs: list[EventSpec],
+    bound: dict[str, dict[str, Any]],
+    id_prefix: str,
+    preset_events: list[ExceptionEvent] | None = None,
+) -> list[ExceptionEvent]:
+    """The events of ``specs``, in order (the case's, or those arriving while an approval waits);
+    an injected event without a fixed id gets ``id_prefix`` and its position."""
     events: list[ExceptionEvent] = []
-    for i, spec in enumerate(case.events):
+    for i, spec in enumerate(specs):
         if spec.preset:
-            events.extend(preset_events)
+            events.extend(preset_events or [])
         elif spec.event is not None:
             events.append(ExceptionEvent.model_validate(substitute(spec.event, bound)))
         else:
-            event_id = spec.id or f"{case.id}-t{trial}-e{i}"
-            events.append(inject(session=session, spec=spec, bound=bound, event_id=event_id))
+            events.append(inject(session=session, spec=spec, bound=bound, event_id=spec.id or f"{id_prefix}{i}"))
     session.commit()
     return events

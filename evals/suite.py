@@ -7,9 +7,27 @@ from typing import Any
 from tqdm import tqdm
 
 from agent.settings import get_settings
-from evals.case import load_cases
+from evals.case import IncidentCase, load_cases
 from evals.replay import TrialResult, run_trial
 from evals.summary import summarise
+
+
+class NoCases(ValueError):
+    """The suite and case ids name no case to run: a run over nothing would pass vacuously."""
+
+
+def select_cases(suite: str, case_ids: list[str] | None = None) -> list[IncidentCase]:
+    """The suite's cases, narrowed to ``case_ids``; an unknown suite or case id is an error."""
+    cases = load_cases(suite)
+    if not cases:
+        known = sorted({s for c in load_cases("all") for s in c.suites} | {"all"})
+        raise NoCases(f"suite {suite!r} has no cases (suites: {', '.join(known)})")
+    if case_ids:
+        missing = sorted(set(case_ids) - {c.id for c in cases})
+        if missing:
+            raise NoCases(f"no case {', '.join(map(repr, missing))} in suite {suite!r} (try --suite all)")
+        cases = [c for c in cases if c.id in case_ids]
+    return cases
 
 
 def run_suite(
@@ -22,9 +40,7 @@ def run_suite(
     progress: bool = True,
 ) -> dict[str, Any]:
     settings = get_settings()
-    cases = load_cases(suite)
-    if case_ids:
-        cases = [c for c in cases if c.id in case_ids]
+    cases = select_cases(suite, case_ids)
     baselines = [b for b in (baselines or []) if b != planner]
     runs = [(planner, trials)] + [(b, 1) for b in baselines]  # baselines are deterministic rule engines
     total = sum(len(cases) * n for _, n in runs)

@@ -21,14 +21,8 @@ def summarise(results: list[TrialResult], *, trials: int, noop: list[TrialResult
     on_time = [r.on_time_rate for r in results if r.on_time_rate is not None]
     confidences = [r.confidence for r in results if r.confidence is not None]
     outcomes = [r.passed for r in results if r.confidence is not None]
-    noop_rate = {r.case_id: r.on_time_rate for r in (noop or []) if r.on_time_rate is not None}
-    rescued = 0.0
-    for r in results:
-        base = noop_rate.get(r.case_id)
-        if base is not None and r.on_time_rate is not None:
-            n_orders = len({o for s in r.steps for o in s.order_ids}) or 1
-            rescued += max(0.0, r.on_time_rate - base) * n_orders
     spent = sum(r.compensation_cents for r in results)
+    rescued = rescued_orders(results, noop or [])
     n = min((len(v) for v in by_case.values()), default=trials)
     return {
         "cases": len(by_case),
@@ -41,7 +35,10 @@ def summarise(results: list[TrialResult], *, trials: int, noop: list[TrialResult
         "policy_invariant_pass_rate": (sum(r.safety_ok for r in results) / len(results)) if results else 1.0,
         "on_time_rate": (sum(on_time) / len(on_time)) if on_time else None,
         "compensation_cents_total": spent,
-        "compensation_per_rescued_order_cents": (spent / rescued) if rescued > 0 else None,
+        "rescued_orders": rescued,
+        # None when no order was rescued (or there is no noop run to compare with): the money bought
+        # nothing measurable, and a ratio over zero orders would hide that
+        "compensation_per_rescued_order_cents": (spent / rescued) if rescued else None,
         "decision_latency_p50_ms": percentile(latencies, 50),
         "decision_latency_p95_ms": percentile(latencies, 95),
         "calibration_ece": expected_calibration_error(confidences, outcomes),
@@ -53,6 +50,13 @@ def summarise(results: list[TrialResult], *, trials: int, noop: list[TrialResult
         "outcomes": outcomes,
         "per_case": [_case_row(cid, v) for cid, v in sorted(by_case.items())],
     }
+
+
+def rescued_orders(results: list[TrialResult], noop: list[TrialResult]) -> int:
+    """Orders rescued, summed over the trials: incident orders a trial delivered on time that the
+    noop baseline, on the same case, left late. A case without a noop run rescues none."""
+    late_with_noop = {r.case_id: r.incident_orders - r.on_time_orders for r in noop}
+    return sum(len(r.on_time_orders & late_with_noop.get(r.case_id, set())) for r in results)
 
 
 def _case_row(case_id: str, trials: list[TrialResult]) -> dict[str, Any]:
