@@ -27,7 +27,7 @@ import structlog
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, col, select
 
-from agent.prompts import assistant_tool_calls
+from agent.prompts import assistant_tool_calls, untrusted_fields
 from agent.settings import Settings
 from tools.base import ToolContext
 from tools.clock import Clock, SystemClock
@@ -178,7 +178,7 @@ class ChatEngine:
                 + (f" in incident {c.incident_id}" if c.incident_id else "")
                 + (f": {c.reason}." if c.reason else ".")
             )
-        factors = _shap_from_records(records)
+        factors = _shap_from_records(records, order_id)
         if factors:
             top = ", ".join(
                 f"{f.get('label') or f.get('feature')} ({f.get('direction', '')} {f.get('share_pct', '?')}%)"
@@ -331,7 +331,7 @@ class ChatEngine:
         with Session(self.engine, expire_on_commit=False) as session:
             out = tool.invoke(self._ctx(session), args if isinstance(args, dict) else {})
             session.rollback()  # read tools never write; make sure of it
-        return json.dumps(out, default=str)[:20_000]
+        return json.dumps(untrusted_fields(out), default=str)[:20_000]
 
 
 def _openai_client(settings: Settings) -> Any:
@@ -404,26 +404,16 @@ def _mentions_comp(record: Any) -> bool:
     return "compensation" in text
 
 
-def _shap_from_records(records: list[Any]) -> list[dict[str, Any]]:
+def _shap_from_records(records: list[Any], order_id: str) -> list[dict[str, Any]]:
+    """The SHAP factors of the latest compensation step for ``order_id`` (a record's steps name many
+    orders; only that order's step explains its amount)."""
     for r in reversed(records):
-        explanation = _get(r, "explanation") or {}
-        for candidate in _walk(explanation):
-            if isinstance(candidate, dict) and candidate.get("top_factors"):
-                return list(candidate["top_factors"])
-        for step in _get(r, "steps") or []:
-            exp = step.get("explanation") if isinstance(step, dict) else None
+        for step in reversed(_get(r, "steps") or []):
+            if not isinstance(step, dict) or step.get("tool") != "issue_compensation":
+                continue
+            if (step.get("args") or {}).get("order_id") != order_id:
+                continue
+            exp = step.get("explanation")
             if isinstance(exp, dict) and exp.get("top_factors"):
                 return list(exp["top_factors"])
     return []
-
-
-def _walk(value: Any, depth: int = 0) -> Iterator[Any]:
-    if depth > 6:
-        return
-    yield value
-    if isinstance(value, dict):
-        for v in value.values():
-            yield from _walk(v, depth + 1)
-    elif isinstance(value, list):
-        for v in value:
-            yield from _walk(v, depth + 1)

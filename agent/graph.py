@@ -110,6 +110,8 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
 
 def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
+    from audit.service import store_snapshot
+
     rc = runtime.context
     with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
@@ -144,7 +146,13 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             plan=plan,
             steps=dumped["steps"],  # each step as st.model_dump(mode="json"), dumped once with the plan
             explanation=_explanations(plan),
-            attributes={"llm_tool_calls": len(gathered)} if gathered else None,
+            # what the LLM read besides the snapshot: stored like it, so an auditor sees those facts too
+            attributes={
+                "llm_tool_calls": len(gathered),
+                "llm_reads_sha": store_snapshot(session=s, content={"llm_reads": gathered}),
+            }
+            if gathered
+            else None,
         )
     rc.handoff[f"plan:{sha}"] = (plan, dumped)
     return {"plan_sha": sha, "step_status": dict(inc.step_status)}

@@ -24,10 +24,10 @@ def args_hash(tool: str, args: dict[str, Any]) -> str:
 
 
 class ExpectedEffect(BaseModel):
-    orders_on_time: int = 0  # orders this step is expected to make (or keep) on time
-    money_cents: int = 0  # money this step is expected to spend
-    customers_notified: int = 0
-    note: str = ""
+    orders_on_time: int = Field(default=0, ge=0, le=1_000_000)  # orders this step makes (or keeps) on time
+    money_cents: int = Field(default=0, ge=0, le=10**12)  # money this step is expected to spend
+    customers_notified: int = Field(default=0, ge=0, le=1_000_000)
+    note: str = Field(default="", max_length=2000)
 
 
 class StepStatus(StrEnum):
@@ -78,4 +78,5 @@ class Plan(BaseModel):
     model_version: str = ""
     prompt_version: str = ""
     fallback_reason: str | None = None  # set when the LLM planner failed and the playbook stepped in
+    fallback_of: str = ""  # then: the model whose answer could not be used (its tokens are in ``usage``)
     usage: dict[str, int] = {}  # gen_ai.usage.input_tokens / output_tokens

@@ -6,6 +6,7 @@ Bump PROMPT_VERSION on any change: every plan and audit record names the version
 from __future__ import annotations
 
 import json
+import re
 from typing import Any
 
 PROMPT_VERSION = "incident-planner/2026-11-1"
@@ -34,12 +35,34 @@ Rules:
 """
 
 
+# the tag in any case and spacing ("</ UNTRUSTED_customer_text >"): a model may read any of them as one
+_TAG_LIKE = re.compile(rf"<(\s*/?\s*){UNTRUSTED_TAG}(\s*)>", re.IGNORECASE)
+# free text a customer wrote, wherever a read tool's output carries it (an order's note, a complaint)
+CUSTOMER_TEXT_KEYS = frozenset({"customer_note", "note", "text", "complaint"})
+
+
 def delimit_untrusted(text: str) -> str:
-    """Wrap customer text; a closing tag inside it is neutralised so it cannot end the block early."""
-    safe = text.replace(f"</{UNTRUSTED_TAG}>", f"</ {UNTRUSTED_TAG}>").replace(
-        f"<{UNTRUSTED_TAG}>", f"< {UNTRUSTED_TAG}>"
-    )
+    """Wrap customer text; anything like the tag inside it is neutralised (its "<" becomes "&lt;")
+    so it can neither end the block early nor open a new one."""
+    safe = _TAG_LIKE.sub(lambda m: "&lt;" + m.group(0)[1:], text)
     return f"<{UNTRUSTED_TAG}>\n{safe}\n</{UNTRUSTED_TAG}>"
+
+
+def untrusted_fields(value: Any, depth: int = 0) -> Any:
+    """A read tool's output for a model: every customer-written text in it (``CUSTOMER_TEXT_KEYS``, at
+    any depth) delimited as untrusted data, the rest unchanged."""
+    if depth > 20:
+        return value
+    if isinstance(value, dict):
+        return {
+            k: delimit_untrusted(v)
+            if k in CUSTOMER_TEXT_KEYS and isinstance(v, str) and v
+            else untrusted_fields(v, depth + 1)
+            for k, v in value.items()
+        }
+    if isinstance(value, list):
+        return [untrusted_fields(v, depth + 1) for v in value]
+    return value
 
 
 def incident_message(

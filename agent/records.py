@@ -46,6 +46,9 @@ def record(
         )
         attrs = dict(fields.pop("attributes", None) or {})
         attrs.update({"gen_ai.provider.name": plan.model_provider, "gen_ai.request.model": plan.model_name})
+        if plan.fallback_of:  # the tokens were the failed model's, not the playbook's
+            attrs.update({"gen_ai.provider.name": "openai_compatible", "gen_ai.request.model": plan.fallback_of})
+            attrs["orderagent.plan_made_by"] = plan.model_name
         attrs.update({f"gen_ai.usage.{k}": v for k, v in plan.usage.items()})
         fields["attributes"] = attrs
     data.update({k: v for k, v in fields.items() if v is not None})

@@ -14,12 +14,13 @@ import json
 import re
 from typing import Any
 
+import orjson
 import structlog
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from agent.plan import ExpectedEffect, Plan, PlanStep
 from agent.planners.base import IncidentBrief, PlanContext, Planner, plan_confidence
-from agent.prompts import PROMPT_VERSION, SYSTEM, assistant_tool_calls, incident_message
+from agent.prompts import PROMPT_VERSION, SYSTEM, assistant_tool_calls, incident_message, untrusted_fields
 from agent.settings import Settings
 
 log = structlog.get_logger(__name__)
@@ -88,6 +89,7 @@ class LlmPlanner:
             return fb.model_copy(
                 update={
                     "fallback_reason": reason[:400],
+                    "fallback_of": self.settings.llm_model,
                     "usage": usage,
                     "prompt_version": PROMPT_VERSION,
                 }
@@ -105,7 +107,11 @@ class LlmPlanner:
             {
                 "role": "user",
                 "content": incident_message(
-                    incident=incident.model_dump(mode="json", exclude={"payloads"}),
+                    # event payloads carry customer text: it reaches the model only delimited, in
+                    # customer_texts, never inside the incident's JSON (joined events' neither)
+                    incident=incident.model_dump(
+                        mode="json", exclude={"payloads": True, "also": {"__all__": {"payloads"}}}
+                    ),
                     snapshot_summary=_summarise(snapshot),
                     customer_texts=dict(snapshot.get("customer_texts", {})),
                     write_tools=openai_tools(writes),
@@ -115,15 +121,19 @@ class LlmPlanner:
         ]
         tools_param = openai_tools(reads)
         for _turn in range(self.settings.llm_max_steps):
+            left = self.settings.llm_max_tokens - usage["input_tokens"] - usage["output_tokens"]
+            if left <= 0:
+                raise PlannerFailure("token_budget", f"{sum(usage.values())} >= {self.settings.llm_max_tokens}")
             resp = self.client.chat.completions.create(
                 model=self.settings.llm_model,
                 messages=messages,
                 tools=tools_param,
                 temperature=0,
+                max_tokens=left,  # the answer cannot spend past the budget before it is counted
             )
-            if resp.usage is not None:
-                usage["input_tokens"] += int(resp.usage.prompt_tokens or 0)
-                usage["output_tokens"] += int(resp.usage.completion_tokens or 0)
+            if resp.usage is not None:  # an endpoint's negative counts do not buy budget back
+                usage["input_tokens"] += max(0, int(resp.usage.prompt_tokens or 0))
+                usage["output_tokens"] += max(0, int(resp.usage.completion_tokens or 0))
             if usage["input_tokens"] + usage["output_tokens"] > self.settings.llm_max_tokens:
                 raise PlannerFailure("token_budget", f"{sum(usage.values())} > {self.settings.llm_max_tokens}")
             if not resp.choices:
@@ -142,9 +152,8 @@ class LlmPlanner:
                     except json.JSONDecodeError as exc:
                         raise PlannerFailure("malformed_tool_arguments", str(exc)) from exc
                     out = ctx.read_tool(c.function.name, args if isinstance(args, dict) else {})
-                    messages.append(
-                        {"role": "tool", "tool_call_id": c.id, "content": json.dumps(out, default=str)[:8000]}
-                    )
+                    shown = json.dumps(untrusted_fields(out), default=str)[:8000]
+                    messages.append({"role": "tool", "tool_call_id": c.id, "content": shown})
                 continue
             return self._validated(incident, msg.content or "", ctx, usage, registry)
         raise PlannerFailure("step_budget", f"no plan after {self.settings.llm_max_steps} model turns")
@@ -188,6 +197,10 @@ class LlmPlanner:
         confidence = plan_confidence(steps, writes)  # min of step confidences, as every planner
         if raw.confidence is not None:
             confidence = min(confidence, raw.confidence)
+        try:  # stored and hashed as JSON (agent.reads.plan_digest): what cannot be is not a plan
+            orjson.dumps([st.model_dump(mode="json") for st in steps], option=orjson.OPT_NON_STR_KEYS)
+        except TypeError as exc:
+            raise PlannerFailure("unserialisable_plan", str(exc)) from exc
         return Plan(
             incident_id=incident.id,
             planner=self.name,

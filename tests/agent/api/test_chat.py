@@ -148,3 +148,19 @@ def test_a_thread_belongs_to_the_dispatcher_who_started_it(api: Api) -> None:
     with Session(api.engine) as s:
         rows = list(s.exec(select(ChatMessage).where(ChatMessage.thread_id == "t-own")))
     assert {r.actor_id for r in rows if r.role == "user"} == {"test-dispatcher"}
+
+
+def test_why_compensated_explains_the_amount_of_that_order_not_the_first_in_the_plan() -> None:
+    from agent.chat import _shap_from_records
+
+    def comp(order: str, label: str) -> dict:
+        return {
+            "tool": "issue_compensation",
+            "args": {"order_id": order, "kind": "coupon", "amount_cents": 500},
+            "explanation": {"top_factors": [{"label": label, "share_pct": 50.0, "direction": "+"}]},
+        }
+
+    proposal = {"stage": "proposal", "steps": [comp("o0", "o0's factor"), comp("o2", "o2's factor")]}
+    assert _shap_from_records([proposal], "o2")[0]["label"] == "o2's factor"
+    assert _shap_from_records([proposal], "o0")[0]["label"] == "o0's factor"
+    assert _shap_from_records([proposal], "o9") == []
