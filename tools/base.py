@@ -15,6 +15,7 @@ from typing import Any, Generic, Literal, TypeVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlmodel import Session
 
+from tools.db import lock_world_writes
 from tools.state_machine import DomainError
 
 A = TypeVar("A", bound=BaseModel)
@@ -80,8 +81,9 @@ class Tool(Generic[A, R]):
             ).model_dump(mode="json")
         try:
             if self.writes:
-                # a write either completes or changes nothing
+                # a write either completes or changes nothing, and runs alone (lock_world_writes)
                 with ctx.session.begin_nested():
+                    lock_world_writes(ctx.session)
                     result = self.fn(ctx, args)  # type: ignore[arg-type]
                     if isinstance(result, ToolError):
                         raise _Rollback(result)

@@ -91,6 +91,24 @@ def take_sqlite_write_lock(conn: Connection) -> None:
     conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
 
 
+# pg_advisory_xact_lock key of the write tools: "wrld" as an int, shared by every process of a database
+WORLD_WRITE_LOCK_KEY = 0x77726C64
+
+
+def lock_world_writes(session: Session) -> None:
+    """Serialise write tools until the transaction ends, across processes: a write tool reads the
+    world (an order's status, a rider's load, the refunds so far, whether its key was used) and then
+    writes from what it read, so two running at once could both pass the checks. PostgreSQL: an
+    advisory lock; SQLite: its write lock (which the savepoint of a write tool takes anyway). What the
+    session had loaded before is expired, so the tool reads the world as it is once it holds the lock."""
+    conn = session.connection()
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WORLD_WRITE_LOCK_KEY})")
+    elif conn.dialect.name == "sqlite":
+        take_sqlite_write_lock(conn)
+    session.expire_all()
+
+
 def sqlite_path(engine: Engine) -> Path | None:
     """The database file of a SQLite engine; None for PostgreSQL and in-memory SQLite."""
     if engine.dialect.name != "sqlite":

@@ -6,10 +6,11 @@ from pydantic import BaseModel, Field
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.inventory.service import get_sku, get_stock_row, reserve
+from tools.inventory.stockout import claims_shelf
 from tools.models import aware
 from tools.orders.service import find_keyed_event, idempotency_key
 from tools.service import get_order, record_order_event
-from tools.state_machine import InsufficientStock
+from tools.state_machine import IllegalTransition, InsufficientStock, OrderStatus
 
 
 class ReserveStockArgs(ToolArgs):
@@ -40,6 +41,14 @@ def reserve_stock(ctx: ToolContext, args: ReserveStockArgs) -> StockChange | Too
     get_sku(session=s, sku_id=args.sku_id)
     key = idempotency_key(ctx=ctx, explicit=args.idempotency_key, tool="reserve_stock", args=args)
     duplicate = find_keyed_event(session=s, order_id=order.id, kind="reserve_stock", key=key) is not None
+    if not duplicate and not claims_shelf(order, ctx.now):
+        # a closed or picked order would hold the units for good: nothing ever releases them
+        status = OrderStatus(order.status)
+        raise IllegalTransition(
+            f"order {order.id} is {status.value}: stock can only be reserved before picking is done",
+            order_id=order.id,
+            current=status.value,
+        )
     if not duplicate:
         if not reserve(session=s, store_id=order.store_id, sku_id=args.sku_id, qty=args.quantity):
             row = get_stock_row(session=s, store_id=order.store_id, sku_id=args.sku_id)

@@ -21,7 +21,7 @@ from tools.state_machine import Conflict, IllegalTransition, InsufficientStock, 
 
 class SubstituteItemArgs(ToolArgs):
     order_id: str = Field(min_length=1, max_length=64)
-    line_id: int = Field(ge=1, le=2**62, description="the order line to replace (see get_order)")
+    line_id: int = Field(ge=1, le=2**31 - 1, description="the order line to replace (see get_order)")
     substitute_sku_id: str = Field(min_length=1, max_length=64, description="e.g. from find_substitutes")
     idempotency_key: str | None = Field(default=None, max_length=128, description="same key = substituted once")
 

@@ -26,7 +26,8 @@ def apply_reassignment(ctx: ToolContext, args: ApplyReassignmentArgs) -> ApplyRe
     rider must exist, be on shift (shift not ended, not offline) and stay within capacity counting the
     orders it already holds. Orders waiting for a rider become assigned; an assigned order changes
     rider; a picked-up order is handed over to the new rider. Either every assignment is applied or
-    nothing changes (error codes: not_found, rider_unavailable, over_capacity, illegal_transition)."""
+    nothing changes (error codes: not_found, rider_unavailable, over_capacity, illegal_transition;
+    conflict for an order on hold)."""
     session = ctx.session
     now = ctx.now
     ids = [a.order_id for a in args.assignments]
@@ -44,6 +45,8 @@ def apply_reassignment(ctx: ToolContext, args: ApplyReassignmentArgs) -> ApplyRe
     # check every order first: nothing is written unless all of it is allowed
     for a in args.assignments:
         check_transition(orders[a.order_id].status, OrderStatus.assigned, order_id=a.order_id)
+        if orders[a.order_id].on_hold:  # held: not dispatched until the hold is lifted (hold_order)
+            raise Conflict(f"order {a.order_id} is on hold: lift the hold before dispatching it", order_id=a.order_id)
     loads = Counter(rider_loads(session=session, rider_ids=list(riders)))
     for a in args.assignments:
         o = orders[a.order_id]
