@@ -50,10 +50,11 @@ class Binding(Strict):
 
 class SetupOp(Strict):
     """A change to the world before the events: set fields of an entity (e.g. a customer note),
-    of every line of an order (``set_lines``, ``id`` = the order), or a stock level."""
+    of every line of an order (``set_lines``, ``id`` = the order), a stock level, or ``add`` a row
+    (a weather slowdown an exported incident had: the source world lacks it)."""
 
-    op: Literal["set", "set_lines", "set_stock", "advance_minutes"]
-    entity: Literal["order", "order_line", "rider", "customer", "store"] | None = None
+    op: Literal["set", "set_lines", "set_stock", "add", "advance_minutes"]
+    entity: Literal["order", "order_line", "rider", "customer", "store", "weather"] | None = None
     id: str | int | None = None
     fields: dict[str, Any] = {}
     store_id: str | None = None

@@ -33,6 +33,7 @@ class StepRecord:
     executed: bool = False
     result_ok: bool | None = None
     order_ids: list[str] = field(default_factory=list)
+    thread_id: str = ""  # the incident's thread (a follow-up thread plans again, indices from 0)
 
 
 @dataclass

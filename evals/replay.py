@@ -29,6 +29,7 @@ from evals.evaluators import (
     unintended_writes,
 )
 from evals.scenario import apply_op, build_world, case_events, resolve_bindings, spec_events, substitute
+from evals.trajectory import incident_steps
 from tools.clock import FakeClock
 from tools.db import init_db, make_engine
 from tools.models import aware
@@ -78,33 +79,16 @@ def order_ids_of(args: dict[str, Any]) -> list[str]:
 
 
 def read_trajectory(*, session: Session, incident_ids: list[str]) -> list[StepRecord]:
-    """Every proposed step of the incidents, joined with its approval and execution rows."""
-    from agent.models import ExecutedStep, ExecutionStatus, Incident
-    from guardrails.models import ApprovalRequest, ApprovalStep
+    """Every proposed step of the incidents, in every thread, with its approval and execution."""
     from tools.registry import get_tool
 
     steps: list[StepRecord] = []
     for iid in incident_ids:
-        inc = session.get(Incident, iid)
-        if inc is None or not inc.plan:
-            continue
-        approvals: dict[int, ApprovalStep] = {}
-        reqs = session.exec(select(ApprovalRequest).where(ApprovalRequest.incident_id == iid)).all()
-        for req in reqs:
-            for a in session.exec(select(ApprovalStep).where(ApprovalStep.request_id == req.id)):
-                approvals[a.step_index] = a
-        executed = {
-            e.step_index: e
-            for e in session.exec(select(ExecutedStep).where(ExecutedStep.incident_id == iid))
-            if e.status == ExecutionStatus.succeeded
-        }
-        for raw in inc.plan.get("steps", []):
-            index = int(raw["index"])
-            verdict = (inc.verdicts.get(str(index)) or {}).get("decision", "allow")
-            appr = approvals.get(index)
-            ran = executed.get(index)
-            args = dict(appr.args) if appr is not None else dict(raw["args"])
-            tool = get_tool(raw["tool"])
+        for st in incident_steps(session=session, incident_id=iid):
+            appr = st.approval
+            ran = st.execution if st.succeeded else None
+            args = st.args
+            tool = get_tool(st.tool)
             # Judged from what execution recorded when it claimed the step, not from timestamps: the
             # replay's clock stands still, so "decided at or before it started" holds for a step run
             # before its approval too. The approvers must be the step's own, enough for its tier.
@@ -117,13 +101,14 @@ def read_trajectory(*, session: Session, incident_ids: list[str]) -> list[StepRe
             steps.append(
                 StepRecord(
                     incident_id=iid,
-                    index=index,
-                    tool=raw["tool"],
+                    thread_id=st.thread_id,
+                    index=st.index,
+                    tool=st.tool,
                     args=args,
                     writes=bool(tool and tool.writes),
-                    verdict=str(verdict),
-                    status=str(inc.step_status.get(str(index), "")),
-                    confidence=float(raw.get("confidence", 1.0)),
+                    verdict=str(st.verdict.get("decision", "allow")),
+                    status=st.status,
+                    confidence=float(st.raw.get("confidence", 1.0)),
                     approval_requested=appr is not None,
                     approvals_required=appr.approvals_required if appr is not None else 0,
                     approved_by=list(appr.approvals) if appr is not None else [],

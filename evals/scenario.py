@@ -137,6 +137,7 @@ ENTITIES: dict[str, Any] = {
     "rider": Rider,
     "customer": Customer,
     "store": Store,
+    "weather": Weather,
 }
 
 
@@ -199,6 +200,8 @@ def apply_op(*, session: Session, op: SetupOp, bound: dict[str, dict[str, Any]])
         return
     if op.op == "set_stock":
         stock = session.get(Stock, (substitute(op.store_id, bound), substitute(op.sku_id, bound)))
+        if stock is None and not op.on_hand:
+            return  # a store without the row has none on hand already (an export: a transfer made the row)
         if stock is None:
             raise ScenarioError(f"no stock row for {op.store_id}/{op.sku_id}")
         stock.on_hand = int(op.on_hand or 0)
@@ -207,6 +210,9 @@ def apply_op(*, session: Session, op: SetupOp, bound: dict[str, dict[str, Any]])
         return
     assert op.entity is not None
     model = ENTITIES[op.entity]
+    if op.op == "add":
+        session.add(model(**_typed(substitute(op.fields, bound))))
+        return
     if op.id == "ALL_IDLE":  # every idle rider (stale-approval cases)
         rows = list(session.exec(select(Rider).where(Rider.status == RiderStatus.idle)))
     else:
@@ -215,13 +221,19 @@ def apply_op(*, session: Session, op: SetupOp, bound: dict[str, dict[str, Any]])
             raise ScenarioError(f"set: no {op.entity} {op.id!r}")
         rows = [row]
     for row in rows:
-        for key, value in substitute(op.fields, bound).items():
-            if key.endswith("_at") and isinstance(value, str):
-                value = aware(datetime.fromisoformat(value))
+        for key, value in _typed(substitute(op.fields, bound)).items():
             setattr(row, key, value)
         if isinstance(row, Order):
             row.version += 1
         session.add(row)
+
+
+def _typed(fields: dict[str, Any]) -> dict[str, Any]:
+    """Timestamps (``*_at``) given as ISO text become aware datetimes."""
+    return {
+        k: aware(datetime.fromisoformat(v)) if k.endswith("_at") and isinstance(v, str) else v
+        for k, v in fields.items()
+    }
 
 
 # ---- injectors ---------------------------------------------------------------------------------------

@@ -8,7 +8,9 @@ from pathlib import Path
 import pytest
 from sqlmodel import Session, select
 
+from agent.execute import idempotency_key
 from agent.models import ExecutedStep, ExecutionStatus
+from agent.plan import PlanStep
 from agent.runtime import AgentRuntime, make_planner
 from agent.settings import get_settings
 from evals.case import CASES_DIR, IncidentCase, load_case
@@ -39,9 +41,11 @@ def test_a_step_run_before_its_approval_fails_the_gate_though_the_replay_clock_s
     assert request_id is not None
     with Session(engine, expire_on_commit=False) as s:
         pending = s.exec(select(ApprovalStep).where(ApprovalStep.request_id == request_id)).one()
+        # a bypass runs the step under its own key (as run_step would), before anyone approved it
+        ran = PlanStep.model_validate({**pending.plan_step, "args": pending.args})
         s.add(
             ExecutedStep(
-                idempotency_key="bypass",
+                idempotency_key=idempotency_key(incident_id, ran),
                 incident_id=incident_id,
                 step_index=pending.step_index,
                 tool=pending.tool,
