@@ -18,8 +18,10 @@ def add_commands(subparsers: Any) -> None:
     verify.add_argument("--database-url", default=None, help="default: settings.database_url")
     verify.set_defaults(func=cmd_verify)
 
-    show = sub.add_parser("show", help="print the decision records of one incident")
-    show.add_argument("--incident", required=True)
+    show = sub.add_parser("show", help="print the decision records of one incident, or one snapshot")
+    what = show.add_mutually_exclusive_group(required=True)
+    what.add_argument("--incident")
+    what.add_argument("--snapshot", metavar="SHA256", help="print the snapshot's content exactly as stored")
     show.add_argument("--json", action="store_true")
     show.add_argument("--database-url", default=None)
     show.set_defaults(func=cmd_show)
@@ -46,6 +48,8 @@ def cmd_verify(args: argparse.Namespace) -> int:
         print(report.model_dump_json())
     elif report.ok:
         print(f"ok: {report.records} records, head {report.head_hash} ({report.seconds:.3f}s)")
+    elif report.first_bad_seq is None:
+        print(f"BROKEN: {report.problem} ({report.records} records chain correctly)")
     else:
         print(f"BROKEN at record seq={report.first_bad_seq}: {report.problem} ({report.records} good before it)")
     return 0 if report.ok else 1
@@ -55,6 +59,8 @@ def cmd_show(args: argparse.Namespace) -> int:
     from audit.models import RecordPublic
     from audit.service import list_records
 
+    if args.snapshot:
+        return _show_snapshot(args.snapshot.lower(), args.database_url)
     with _session(args.database_url) as session:
         records = list_records(session=session, incident_id=args.incident, limit=100_000)
         views = [RecordPublic.model_validate(r, from_attributes=True) for r in records]
@@ -76,8 +82,27 @@ def cmd_show(args: argparse.Namespace) -> int:
     return 0
 
 
+def _show_snapshot(sha256: str, url: str | None) -> int:
+    """The content as stored (pipe it to sha256sum: the hash is the one the records name)."""
+    import sys
+
+    from audit.service import SnapshotIntegrityError, get_snapshot_text
+
+    with _session(url) as session:
+        try:
+            body = get_snapshot_text(session=session, sha256=sha256)
+        except SnapshotIntegrityError as exc:
+            print(f"BROKEN: {exc}", file=sys.stderr)
+            return 1
+    if body is None:
+        print(f"no snapshot {sha256}", file=sys.stderr)
+        return 1
+    sys.stdout.write(body)
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
-    from audit.chain import bench_verify
+    from audit.bench import bench_verify
 
     result = bench_verify(n=args.n, repeats=args.repeats)
     print(

@@ -110,6 +110,13 @@ class Subjects(BaseModel):
     riders: list[str] = []
     customers: list[str] = []
 
+    @field_validator("orders", "riders", "customers")
+    @classmethod
+    def _once_each(cls, v: list[str]) -> list[str]:
+        # as the subject index holds them: then a record's index rows render exactly as its subjects
+        # (audit/chain.py compares the two as text)
+        return list(dict.fromkeys(v))
+
 
 class RecordIn(BaseModel):
     """What a caller supplies; the service adds id, seq, time, snapshot hash and the chain hashes."""

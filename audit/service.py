@@ -10,9 +10,10 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
-from sqlalchemy import text
+import orjson
+from sqlalchemy import Text, text, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
@@ -54,9 +55,29 @@ def store_snapshot(*, session: Session, content: dict[str, Any], now: datetime |
     return digest
 
 
+class SnapshotIntegrityError(Exception):
+    """A stored snapshot whose content no longer hashes to its key: the facts were altered."""
+
+
+def get_snapshot_text(*, session: Session, sha256: str) -> str | None:
+    """The snapshot's content exactly as stored (canonical JSON text), None if there is none.
+    Raises SnapshotIntegrityError when that text does not hash to ``sha256``."""
+    content = Snapshot.__table__.c.content  # type: ignore[attr-defined]
+    stmt = select(type_coerce(content, Text)).where(Snapshot.__table__.c.sha256 == sha256)  # type: ignore[attr-defined]
+    stored = session.exec(stmt).first()
+    if stored is None:
+        return None
+    raw = stored if isinstance(stored, bytes) else str(stored).encode()
+    if hashlib.sha256(raw).hexdigest() != sha256:
+        raise SnapshotIntegrityError(f"snapshot {sha256} does not match its sha256: its content was modified")
+    return raw.decode()
+
+
 def get_snapshot(*, session: Session, sha256: str) -> dict[str, Any] | None:
-    snap = session.get(Snapshot, sha256)
-    return None if snap is None else snap.content
+    """The snapshot's content, checked against its hash first: nothing plans from altered facts
+    (raises SnapshotIntegrityError)."""
+    body = get_snapshot_text(session=session, sha256=sha256)
+    return None if body is None else orjson.loads(body)  # type: ignore[no-any-return]
 
 
 def _lock_chain(session: Session) -> None:
@@ -188,21 +209,46 @@ def proposal_subjects(*, session: Session, incident_id: str) -> list[Any]:
     return list(session.exec(stmt))
 
 
-def synthetic_rows(n: int, *, start: datetime | None = None) -> tuple[list[tuple[Any, ...]], str]:
-    """``n`` chained records as raw rows in ``SYNTHETIC_INSERT`` column order, with JSON as canonical
-    text and times in SQLite's stored form (for the verification benchmark); returns (rows, head)."""
+class SyntheticChain(NamedTuple):
+    """Rows for the verification benchmark, in driver form (JSON as canonical text, times in
+    RecordTime's SQLite form)."""
+
+    records: list[tuple[Any, ...]]  # SYNTHETIC_COLUMNS order
+    subjects: list[tuple[int, str, str]]  # (seq, kind, subject_id)
+    snapshots: list[tuple[str, str, str]]  # (sha256, content, created_at)
+    head: str
+
+    def inserts(self) -> list[tuple[str, list[tuple[Any, ...]]]]:
+        return [
+            (SYNTHETIC_INSERT, self.records),
+            ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (?, ?, ?)", self.subjects),
+            ("INSERT INTO snapshot (sha256, content, created_at) VALUES (?, ?, ?)", self.snapshots),
+            ("INSERT INTO chainhead (id, seq, record_hash) VALUES (1, ?, ?)", [(len(self.records), self.head)]),
+        ]
+
+
+def synthetic_chain(n: int, *, start: datetime | None = None) -> SyntheticChain:
+    """``n`` chained records shaped like an incident's: every 20th an investigation naming its
+    snapshot, each record indexed under one order and one rider."""
     base = start or datetime(2026, 1, 1, tzinfo=UTC)
     prev = GENESIS
-    rows: list[tuple[Any, ...]] = []
+    out = SyntheticChain([], [], [], GENESIS)
     stages = ("proposal", "verdict", "decision", "execution")
     for i in range(1, n + 1):
         at = base + timedelta(milliseconds=i)
+        stored_at = at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")  # RecordTime's SQLite form
+        order, rider = f"o{i % 997}", f"r{i % 101}"
+        result: dict[str, Any] = {"ok": True}
+        if i % 20 == 1:
+            snapshot = json_text({"orders": {order: {"status": "assigned", "value_cents": 1200 + i}}})
+            result = {"snapshot_sha": hashlib.sha256(snapshot.encode()).hexdigest(), "events": 1}
+            out.snapshots.append((result["snapshot_sha"], snapshot, stored_at))
         values: dict[str, Any] = {
             "id": f"00000000-0000-4000-8000-{i:012d}",
             "schema_version": SCHEMA_VERSION,
             "seq": i,
             "recorded_at": at,
-            "stage": stages[i % 4],
+            "stage": "investigation" if i % 20 == 1 else stages[i % 4],
             "incident_id": f"inc-{i // 20}",
             "thread_id": f"thr-{i // 20}",
             "snapshot_sha256": None,
@@ -217,17 +263,18 @@ def synthetic_rows(n: int, *, start: datetime | None = None) -> tuple[list[tuple
             "approver_role": "supervisor" if i % 4 == 2 else None,
             "reason": None,
             "prev_hash": prev,
-            "subjects": json_text({"orders": [f"o{i % 997}"], "riders": [f"r{i % 101}"], "customers": []}),
-            "steps": json_text([{"index": 0, "tool": "issue_compensation", "args": {"order_id": f"o{i % 997}"}}]),
+            "subjects": json_text({"orders": [order], "riders": [rider], "customers": []}),
+            "steps": json_text([{"index": 0, "tool": "issue_compensation", "args": {"order_id": order}}]),
             "verdicts": json_text({"0": {"decision": "allow"}}),
-            "result": json_text({"ok": True}),
+            "result": json_text(result),
             "explanation": json_text(None),
             "attributes": json_text({"gen_ai.operation.name": "plan", "gen_ai.request.model": "playbook"}),
         }
         prev = record_hash(values)
-        values["recorded_at"] = at.strftime("%Y-%m-%dT%H:%M:%S.%f+00:00")  # RecordTime's SQLite form
-        rows.append((*(values[c] for c in SYNTHETIC_COLUMNS[:-1]), prev))
-    return rows, prev
+        values["recorded_at"] = stored_at
+        out.records.append((*(values[c] for c in SYNTHETIC_COLUMNS[:-1]), prev))
+        out.subjects.extend([(i, "order", order), (i, "rider", rider)])
+    return out._replace(head=prev)
 
 
 SYNTHETIC_COLUMNS: tuple[str, ...] = (*SCALAR_FIELDS, *JSON_FIELDS, "record_hash")

@@ -507,7 +507,7 @@ def bench_approval(*, repeats: int = 10) -> dict[str, Any]:
 
 
 def bench_audit(n: int = 200_000) -> dict[str, Any]:
-    from audit.chain import bench_verify
+    from audit.bench import bench_verify
 
     out = bench_verify(n)
     return {"audit_verify_records_per_s": out["records_per_s"], "audit_verify_records": n}

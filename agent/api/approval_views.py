@@ -159,10 +159,13 @@ def snapshot_excerpt(*, session: Session, sha: str) -> dict[str, Any] | None:
     if not sha:
         return None
     try:
-        from audit.service import get_snapshot
+        from audit.service import SnapshotIntegrityError, get_snapshot
     except ModuleNotFoundError:
         return None
-    content = get_snapshot(session=session, sha256=sha) or {}
+    try:
+        content = get_snapshot(session=session, sha256=sha) or {}
+    except SnapshotIntegrityError:  # the supervisor sees that the facts were altered, not a 500
+        return {"sha256": sha, "error": "the stored snapshot no longer matches its hash: the facts were altered"}
     excerpt: dict[str, Any] = {"sha256": sha}
     for key in list(content)[:SNAPSHOT_EXCERPT_KEYS]:
         value = content[key]

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from audit.chain import GENESIS, bench_verify, record_hash, verify_chain
-from audit.models import DecisionRecord
-from tests.audit.factories import fill
+from audit import chain
+from audit.bench import bench_verify
+from audit.chain import GENESIS, record_hash, verify_chain
+from audit.models import DecisionRecord, RecordIn, Subjects
+from audit.service import append_record, store_snapshot
+from tests.audit.factories import fill, record_in
 
 
 def _verify(engine: Engine):
@@ -175,3 +180,181 @@ def test_database_rendering_matches_python_for_awkward_values(engine: Engine) ->
     rep = _verify(engine)
     assert rep.ok, rep.problem
     assert rep.records == 7
+
+
+# -- snapshots: content and existence ------------------------------------------------------------
+
+
+def _snapshot_of(engine: Engine, seq: int) -> str:
+    with Session(engine) as session:
+        return session.exec(text(f"SELECT snapshot_sha256 FROM decisionrecord WHERE seq = {seq}")).one()[0]  # type: ignore[call-overload]
+
+
+def test_modified_snapshot_is_found(engine: Engine) -> None:
+    fill(engine, 4)
+    sha = _snapshot_of(engine, 3)
+    _sql(
+        engine,
+        f"""UPDATE snapshot SET content = '{{"orders":{{"o3":{{"status":"delivered"}}}}}}' WHERE sha256 = '{sha}'""",
+    )
+    rep = _verify(engine)
+    assert (
+        not rep.ok
+        and rep.first_bad_seq == 3
+        and "snapshot" in (rep.problem or "")
+        and "modified" in (rep.problem or "")
+    )
+
+
+def test_modified_snapshot_no_record_names_is_found(engine: Engine) -> None:
+    with Session(engine) as session:
+        sha = store_snapshot(session=session, content={"a": 1})
+        session.commit()
+    _sql(engine, f"""UPDATE snapshot SET content = '{{"a":2}}' WHERE sha256 = '{sha}'""")
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq is None and sha in (rep.problem or "")
+
+
+def test_deleted_snapshot_is_found(engine: Engine) -> None:
+    fill(engine, 4)
+    _sql(engine, f"DELETE FROM snapshot WHERE sha256 = '{_snapshot_of(engine, 2)}'")
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == 2 and "missing" in (rep.problem or "")
+
+
+def test_snapshot_named_by_an_investigation_result_must_exist(engine: Engine) -> None:
+    with Session(engine) as session:
+        sha = store_snapshot(session=session, content={"orders": {}})
+        reads = store_snapshot(session=session, content={"llm_reads": []})
+        append_record(session=session, record=RecordIn(stage="investigation", result={"snapshot_sha": sha}))
+        append_record(session=session, record=RecordIn(stage="proposal", attributes={"llm_reads_sha": reads}))
+        session.commit()
+    assert _verify(engine).ok
+    _sql(engine, f"DELETE FROM snapshot WHERE sha256 = '{reads}'")
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == 2 and reads in (rep.problem or "")
+    _sql(engine, f"DELETE FROM snapshot WHERE sha256 = '{sha}'")
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == 1 and sha in (rep.problem or "")
+
+
+# -- the subject index ---------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad_seq"),
+    [
+        ("UPDATE recordsubject SET subject_id = 'o-other' WHERE seq = 3 AND subject_id = 'o3'", 3),
+        ("UPDATE recordsubject SET kind = 'rider' WHERE seq = 3 AND subject_id = 'o3'", 3),
+        ("UPDATE recordsubject SET seq = 2 WHERE seq = 3 AND subject_id = 'o3'", 2),
+        ("DELETE FROM recordsubject WHERE seq = 4 AND kind = 'customer'", 4),
+        ("DELETE FROM recordsubject", 1),
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (3, 'order', 'o-extra')", 3),
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (3, 'order', 'o3')", 3),  # a duplicate row
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (2, 'vehicle', 'v1')", 2),  # unknown kind
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (9, 'order', 'o9')", 9),  # no such record
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (0, 'order', 'o9')", 0),
+    ],
+)
+def test_subject_index_tampering_is_found(engine: Engine, statement: str, bad_seq: int) -> None:
+    fill(engine, 5)
+    assert _verify(engine).ok
+    _sql(engine, statement)
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == bad_seq, rep
+    assert "subject index" in (rep.problem or "")
+
+
+def test_subject_index_in_another_order_is_no_alarm(engine: Engine) -> None:
+    """Rows rewritten in another order (new ids) still index exactly the record's subjects."""
+    fill(engine, 3)
+    with engine.begin() as conn:
+        rows = conn.exec_driver_sql("SELECT seq, kind, subject_id FROM recordsubject WHERE seq = 2").all()
+        conn.exec_driver_sql("DELETE FROM recordsubject WHERE seq = 2")
+        for seq, kind, sid in reversed(rows):
+            conn.execute(
+                text("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (:s, :k, :i)"),
+                {"s": seq, "k": kind, "i": sid},
+            )
+    rep = _verify(engine)
+    assert rep.ok, rep.problem
+
+
+def test_duplicate_subjects_are_recorded_once(engine: Engine) -> None:
+    with Session(engine) as session:
+        rec = append_record(
+            session=session, record=RecordIn(stage="intake", subjects=Subjects(orders=["o1", "o2", "o1"]))
+        )
+        session.commit()
+        assert rec.subjects["orders"] == ["o1", "o2"]
+    assert _verify(engine).ok
+
+
+# -- the chain head, concurrent appends, confidence, storage types ----------------------------
+
+
+def test_missing_head_row_is_found(engine: Engine) -> None:
+    """Truncating the tail with its index rows and the head row leaves no trace but the missing head."""
+    fill(engine, 5)
+    _sql(
+        engine,
+        "DELETE FROM decisionrecord WHERE seq = 5",
+        "DELETE FROM recordsubject WHERE seq = 5",
+        "DELETE FROM chainhead",
+    )
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq is None and "head" in (rep.problem or ""), rep
+    assert rep.records == 4
+
+
+def test_append_during_verification_is_no_alarm(engine: Engine, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Appends committing while verification reads: it sees the chain as of one moment."""
+    fill(engine, 5)
+    stream = chain._stream
+    added = iter(range(6, 100))
+
+    def append() -> None:
+        with Session(engine) as w:
+            append_record(session=w, record=record_in(next(added)))
+            w.commit()
+
+    def appending_stream(*args: Any, **kwargs: Any) -> Any:
+        append()  # before the records are read
+        yield from stream(*args, **kwargs)
+        append()  # and after
+
+    monkeypatch.setattr(chain, "_stream", appending_stream)
+    rep = _verify(engine)
+    assert rep.ok, rep.problem
+    assert rep.records == 5
+    monkeypatch.undo()
+    rep = _verify(engine)
+    assert rep.ok and rep.records > 5, rep
+
+
+def test_confidence_nudged_below_rounding_is_found(engine: Engine) -> None:
+    fill(engine, 4)
+    _sql(engine, "UPDATE decisionrecord SET confidence = confidence + 0.0000004 WHERE seq = 3")
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == 3 and "modified" in (rep.problem or "")
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad_seq"),
+    [
+        ("UPDATE decisionrecord SET approver_id = CAST('sup-1' AS BLOB) WHERE seq = 3", 3),
+        ("UPDATE decisionrecord SET recorded_at = CAST(recorded_at AS BLOB) WHERE seq = 2", 2),
+        ("UPDATE decisionrecord SET seq = CAST('5' AS BLOB) WHERE seq = 5", 5),
+        ("UPDATE decisionrecord SET confidence = CAST('0.5' AS BLOB) WHERE seq = 1", 1),
+        ("UPDATE recordsubject SET subject_id = CAST(subject_id AS BLOB) WHERE seq = 2 AND kind = 'rider'", 2),
+        ("UPDATE recordsubject SET seq = 2.5 WHERE seq = 2 AND kind = 'rider'", 2),
+    ],
+)
+def test_value_of_the_wrong_storage_type_is_a_modification(
+    sqlite_only_engine: Engine, statement: str, bad_seq: int
+) -> None:
+    """SQLite stores what it is given: verification names the record instead of failing."""
+    fill(sqlite_only_engine, 5, approver="sup-1")
+    _sql(sqlite_only_engine, statement)
+    rep = _verify(sqlite_only_engine)
+    assert not rep.ok and rep.first_bad_seq == bad_seq, rep

@@ -2,15 +2,25 @@
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from datetime import timedelta
 
+import pytest
+from sqlalchemy import text
 from sqlalchemy.engine import Engine
 from sqlmodel import Session, select
 
 from audit.chain import verify_chain
 from audit.models import DecisionRecord, RecordSubject, Snapshot
-from audit.service import append_record, get_snapshot, list_records, store_snapshot
+from audit.service import (
+    SnapshotIntegrityError,
+    append_record,
+    get_snapshot,
+    get_snapshot_text,
+    list_records,
+    store_snapshot,
+)
 from tests.audit.factories import T0, fill, record_in
 
 
@@ -93,3 +103,30 @@ def test_concurrent_appends_never_fork_the_chain(engine: Engine) -> None:
         rep = verify_chain(session=session)
         assert rep.ok, rep.problem
         assert rep.records == n_threads * per_thread
+
+
+def test_get_snapshot_refuses_altered_content(engine: Engine) -> None:
+    """Nothing plans from altered facts: content that no longer hashes to its key raises."""
+    with Session(engine) as session:
+        sha = store_snapshot(session=session, content={"orders": {"o1": {"value_cents": 1200}}})
+        session.commit()
+    with engine.begin() as conn:
+        conn.execute(
+            text("UPDATE snapshot SET content = :c WHERE sha256 = :h"),
+            {"c": '{"orders":{"o1":{"value_cents":1}}}', "h": sha},
+        )
+    with Session(engine) as session:
+        with pytest.raises(SnapshotIntegrityError, match=sha):
+            get_snapshot(session=session, sha256=sha)
+        with pytest.raises(SnapshotIntegrityError):
+            get_snapshot_text(session=session, sha256=sha)
+        assert get_snapshot(session=session, sha256="0" * 64) is None
+
+
+def test_get_snapshot_text_is_the_stored_canonical_text(engine: Engine) -> None:
+    with Session(engine) as session:
+        sha = store_snapshot(session=session, content={"b": [1, "é"], "a": None})
+        session.commit()
+        body = get_snapshot_text(session=session, sha256=sha)
+    assert body == '{"a":null,"b":[1,"é"]}'
+    assert hashlib.sha256(body.encode()).hexdigest() == sha

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter, HTTPException, Query
+from fastapi import APIRouter, HTTPException, Path, Query, Response
 from pydantic import AwareDatetime
 
 from agent.api.deps import AUTH_RESPONSES, AuditorDep, SessionDep
@@ -45,3 +45,25 @@ def verify(session: SessionDep, _: AuditorDep) -> dict[str, Any]:
     _service, chain = _audit()
     report = chain.verify_chain(session=session)
     return report.model_dump(mode="json") if hasattr(report, "model_dump") else dict(vars(report))
+
+
+@router.get(
+    "/snapshots/{sha256}",
+    response_class=Response,
+    responses={
+        200: {"content": {"application/json": {}}, "description": "the content exactly as stored"},
+        404: {"description": "unknown snapshot"},
+        409: {"description": "the stored content no longer matches its sha256 (modified)"},
+    },
+)
+def read_snapshot(session: SessionDep, _: AuditorDep, sha256: str = Path(pattern="^[0-9a-fA-F]{64}$")) -> Response:
+    """The facts a decision was taken on, byte for byte as stored (canonical JSON), so that its
+    sha256 is the one the records name; refused when it no longer hashes to that."""
+    service, _chain = _audit()
+    try:
+        body = service.get_snapshot_text(session=session, sha256=sha256.lower())
+    except service.SnapshotIntegrityError as exc:
+        raise HTTPException(409, detail=str(exc)) from exc
+    if body is None:
+        raise HTTPException(404, detail=f"no snapshot {sha256}")
+    return Response(content=body, media_type="application/json")
