@@ -62,17 +62,16 @@ class Settings(BaseSettings):
     # a token authenticated lately is trusted this long without a database read (0: every request);
     # a revocation reaches other processes within this time
     auth_cache_s: float = 5.0
-    secret_key: str = "changethis"
 
     log_json: bool = True
     log_level: str = "INFO"
 
     @model_validator(mode="after")
     def _refuse_placeholder_secrets(self) -> Settings:
-        if self.environment == "production":
-            for name in ("secret_key",):
-                if getattr(self, name) == "changethis":
-                    raise ValueError(f"ORDERAGENT_{name.upper()} is still 'changethis' in production")
+        # API tokens are random and stored hashed (nothing is signed with a server secret); the one
+        # secret the service holds is the LLM endpoint's key, when the LLM plans
+        if self.environment == "production" and self.planner == "llm" and self.llm_api_key == "changethis":
+            raise ValueError("ORDERAGENT_LLM_API_KEY is still 'changethis' in production with the LLM planner")
         return self
 
     @property

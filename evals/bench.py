@@ -527,7 +527,7 @@ with Session(eng) as s:
     s.commit()
 from agent.api.app import create_app
 from agent.settings import Settings
-app = create_app(Settings(database_url=url), engine=eng, background=False)
+app = create_app(Settings(database_url=url), engine=eng)  # as served: models warmed, worker running
 from fastapi.testclient import TestClient
 with TestClient(app) as c:
     c.get("/healthz")

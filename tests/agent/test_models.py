@@ -151,3 +151,15 @@ def test_processes_starting_together_on_an_earlier_database_upgrade_it_once(
     with Session(engine) as s:
         inc = s.get(Incident, "inc-old")
         assert inc is not None and inc.event_count == 2 and inc.checked_events == 2
+
+
+def test_production_refuses_the_llm_planner_with_the_placeholder_key() -> None:
+    import pytest
+    from pydantic import ValidationError
+
+    from agent.settings import Settings
+
+    with pytest.raises(ValidationError, match="LLM_API_KEY"):
+        Settings(environment="production", planner="llm")
+    assert Settings(environment="production", planner="llm", llm_api_key="sk-real").planner == "llm"
+    assert Settings(environment="production").planner == "playbook"  # the embedded planner needs no key
