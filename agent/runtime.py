@@ -236,8 +236,10 @@ class AgentRuntime:
         actor_role: str,
         edited_args: dict[str, Any] | None = None,
         reason: str = "",
+        expect_version: int | None = None,
     ) -> DecisionOutcome:
-        """Record one supervisor's decision (atomic, in guardrails) and resume once all are in."""
+        """Record one supervisor's decision (atomic, in guardrails) and resume once all are in.
+        ``expect_version``: the step's version the decider saw (a changed step is a conflict)."""
         from guardrails.service import decide_step, get_request
 
         with session_scope(self.engine) as s:
@@ -251,6 +253,7 @@ class AgentRuntime:
                 now=self.clock.now(),
                 edited_args=edited_args,
                 reason=reason,
+                expect_version=expect_version,
             )
             req = get_request(session=s, request_id=request_id)
             inc = s.get(Incident, req.incident_id, options=WITHOUT_PLAN)

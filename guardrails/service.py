@@ -294,8 +294,11 @@ def decide_step(
     edited_args: dict[str, Any] | None = None,
     reason: str = "",
     policy: Policy | None = None,
+    expect_version: int | None = None,
 ) -> DecisionResult:
-    """Approve, edit (counts as this supervisor's approval) or reject one step, exactly once."""
+    """Approve, edit (counts as this supervisor's approval) or reject one step, exactly once.
+    ``expect_version``: the step's version the decider looked at; if another decision or an edit
+    changed it since, this one is a conflict (a bulk approval never approves what it did not see)."""
     if actor_role not in DECIDER_ROLES:
         raise Forbidden(f"role {actor_role!r} may not decide approvals", actor_id=actor_id)
     if not actor_id:
@@ -322,6 +325,8 @@ def decide_step(
         raise Conflict(f"{actor_id} already approved step {step_index}: a second approver must be someone else")
 
     read_version = step.version
+    if expect_version is not None and read_version != expect_version:
+        raise Conflict(f"step {step_index} changed since it was read (decided or edited meanwhile): look again")
     args, approvals, required, edited = dict(step.args), list(step.approvals), step.approvals_required, step.edited
     reasons: list[dict[str, Any]] = list(step.reasons)
     if kind == DecisionKind.reject:

@@ -55,6 +55,7 @@ def _step_dict(step: ApprovalStep) -> dict[str, Any]:
         "explanation": step.explanation,
         "shap_factors": shap_factors(step.explanation),
         "approvals_required": step.approvals_required,
+        "version": step.version,
         "approvals": step.approvals,
         "status": str(step.status),
         "edited": step.edited,

@@ -76,16 +76,24 @@ async def get_principal(
     )
     if credentials is None or credentials.scheme.lower() != "bearer":
         raise unauthorized
-    secret = credentials.credentials
-    if not secret or len(secret) > 200:
+    principal = await principal_for(request, credentials.credentials)
+    if principal is None:
         raise unauthorized
+    return principal
+
+
+async def principal_for(request: Request, secret: str) -> Principal | None:
+    """The token's principal, or None for an unknown or revoked one: the cache first, then the database
+    (a revocation is seen within ``auth_cache_s``). Long-lived responses (the feed) ask again."""
+    if not secret or len(secret) > 200:
+        return None
     cache: TokenCache = request.app.state.token_cache
     digest = hash_token(secret)
     principal = cache.get(digest)
     if principal is None:
         principal = await run_in_threadpool(_lookup_principal, request.app.state.engine, secret)
         if principal is None:
-            raise unauthorized
+            return None
         cache.put(digest, principal)
     return principal  # type: ignore[no-any-return]
 

@@ -96,3 +96,17 @@ def test_an_unknown_incident_page_says_so(page: Any, live_server: LiveServer) ->
     page.goto(f"{live_server.url}/console/incidents/nope-404")
     page.locator("#inc-error", has_text="nope-404").wait_for()
     assert errors == []
+
+
+def test_a_double_click_sends_one_decision(page: Any, live_server: LiveServer) -> None:
+    incident_id = live_server.incidents["web-stockout-o2"]
+    posts: list[str] = []
+    page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/decision" in r.url else None)
+    sign_in(page, live_server, "supervisor")
+    request = page.locator(".request", has=page.locator(f"a[href='/console/incidents/{incident_id}']"))
+    step = request.locator(".step", has=page.locator("button[data-action='approve']")).first
+    step.locator("button[data-action='approve']").dblclick()
+    page.locator(".result.ok", has_text="Approved.").first.wait_for()
+    page.wait_for_timeout(300)  # a second POST, if one were sent, has answered by now
+    assert len(posts) == 1, posts
+    assert page.locator(".result.error").count() == 0

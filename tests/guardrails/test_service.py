@@ -156,6 +156,18 @@ def test_edit_that_raises_the_tier_needs_a_second_approver(world: Engine) -> Non
     assert r.step_status == ApprovalStatus.approved and r.args["amount_cents"] == 12_000
 
 
+def test_a_decision_on_a_step_changed_since_it_was_read_conflicts(world: Engine) -> None:
+    # what a bulk approval judged low-risk must be what it approves: an edit meanwhile is a conflict
+    rid = _queue(world, [comp_step(0, 1500, order="o5")])
+    with Session(world) as s:
+        (seen,) = list_steps(session=s, request_id=rid)
+    _decide(world, rid, 0, "edit", actor="sup-2", edited_args={"amount_cents": 12_000})  # tier 2 now
+    with pytest.raises(Conflict, match="changed since it was read"):
+        _decide(world, rid, 0, "approve", actor="sup-1", expect_version=seen.version)
+    r = _decide(world, rid, 0, "approve", actor="sup-1")  # a supervisor who looks again may
+    assert r.step_status == ApprovalStatus.approved and r.approvals == ["sup-2", "sup-1"]
+
+
 def test_an_edit_never_lowers_the_tier(world: Engine) -> None:
     # the tier may come from the whole plan (six cancellations, the budget of its other steps), which
     # a re-check of the edited step alone cannot see: a second approver is still needed

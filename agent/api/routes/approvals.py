@@ -128,6 +128,8 @@ def bulk_approve(
                     actor_id=principal.name,
                     actor_role=principal.role.value,
                     reason=body.reason,
+                    # what was judged low-risk above: an edit meanwhile makes this a conflict
+                    expect_version=step["version"],
                 )
                 metrics.inc("orderagent_approval_decisions_total", decision="approve")
             approved.append(view["id"])

@@ -6,6 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, HTTPException, status
 from pydantic import Field
+from sqlalchemy.exc import OperationalError
 
 from agent.api.deps import AUTH_RESPONSES, IntegrationDep, WorkerDep
 from agent.api.models import EventAccepted, EventsAccepted
@@ -44,6 +45,14 @@ async def post_events(
     except IntakeTimeout as exc:
         # the events may still be stored: posting them again is safe (each id has one effect)
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, detail=str(exc), headers={"Retry-After": "1"}) from exc
+    except OperationalError as exc:
+        # the database gave up first (locked past its own busy timeout): nothing was stored; the
+        # client repeats, as after a timeout
+        raise HTTPException(
+            status.HTTP_503_SERVICE_UNAVAILABLE,
+            detail="the database is too busy to store the events now: repeat the request",
+            headers={"Retry-After": "1"},
+        ) from exc
     out = [
         EventAccepted(
             event_id=r.event_id, incident_id=r.incident_id, duplicate=r.duplicate, new_incident=r.new_incident

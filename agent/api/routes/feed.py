@@ -12,7 +12,8 @@ from fastapi.responses import StreamingResponse
 from sqlmodel import Session
 
 from agent.api import approval_views, service
-from agent.api.deps import AUTH_RESPONSES, ReaderDep
+from agent.api.deps import AUTH_RESPONSES, ROUTE_ROLES, ReaderDep, principal_for
+from agent.api.models import Role
 from agent.models import IncidentPublic
 
 router = APIRouter(tags=["feed"], responses=AUTH_RESPONSES)
@@ -42,13 +43,20 @@ async def feed(
     interval_s: float = Query(default=2.0, ge=0.2, le=30.0),
     max_events: int = Query(default=0, ge=0, le=100000, description="stop after this many events (0 = never)"),
 ) -> StreamingResponse:
-    """Sends a `state` event (recent incidents, pending approvals) whenever it changes, polling the database."""
+    """Sends a `state` event (recent incidents, pending approvals) whenever it changes, polling the
+    database. The token is checked again as the stream goes on: a revoked one ends it."""
     engine = request.app.state.engine
+    secret = request.headers.get("authorization", "").partition(" ")[2].strip()
+    readers = {*ROUTE_ROLES["read"], Role.admin}
 
     async def stream() -> AsyncIterator[str]:
         last = ""
         sent = 0
         while True:
+            who = await principal_for(request, secret)
+            if who is None or who.role not in readers:
+                yield "event: revoked\ndata: {}\n\n"
+                return
             state = await asyncio.to_thread(snapshot, engine)
             digest = hashlib.sha256(json.dumps(state, sort_keys=True, default=str).encode()).hexdigest()
             if digest != last:

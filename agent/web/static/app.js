@@ -248,12 +248,22 @@ function renderRequest(req) {
           if (!body.reason) return;
         }
         const status = stepNode.querySelector(".result");
+        // one decision in flight per step: a double click must not send a second one (the server
+        // would refuse it, 409, and its error would cover the first one's success)
+        const buttons = stepNode.querySelectorAll("button[data-action]");
+        if (stepNode.dataset.deciding) return;
+        stepNode.dataset.deciding = "1";
+        buttons.forEach(b => { b.disabled = true; });
         try {
           await api(`/approvals/${req.id}/steps/${step.step_index}/decision`, { method: "POST", body });
           status.textContent = decision === "reject" ? "Rejected." : "Approved.";
           status.className = "result ok";
           setTimeout(refreshQueue, 400);
-        } catch (err) { status.textContent = err.message; status.className = "result error"; }
+        } catch (err) {
+          status.textContent = err.message; status.className = "result error";
+          delete stepNode.dataset.deciding;
+          buttons.forEach(b => { b.disabled = false; });
+        }
       };
       left.append(el("div", { class: "actions" },
         el("button", { type: "button", class: "approve", "data-action": "approve", onclick: () => act("approve") }, "Approve"),

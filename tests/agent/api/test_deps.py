@@ -246,3 +246,29 @@ def test_a_zero_ttl_cache_keeps_nothing() -> None:
     cache = TokenCache(ttl_s=0)
     cache.put("d", _principal(1))
     assert cache.get("d") is None
+
+
+def test_a_revoked_token_ends_the_live_feed(api: Api) -> None:
+    import time
+
+    events: list[str] = []
+    deadline = time.monotonic() + 10  # the stream sends a keep-alive every 0.2 s: the loop cannot hang
+    with api.client.stream("GET", "/feed?interval_s=0.2", headers=api.h("auditor")) as resp:
+        assert resp.status_code == 200
+        for line in resp.iter_lines():
+            if time.monotonic() > deadline:
+                break
+            if not line.startswith("event:"):
+                continue
+            events.append(line)
+            if events == ["event: state"]:  # the stream is open: revoke the token it was opened with
+                with Session(api.engine) as s:
+                    token = s.exec(
+                        select(ApiToken).where(ApiToken.token_hash == hash_token(api.tokens["auditor"]))
+                    ).one()
+                    assert token.id is not None
+                    revoke_token(session=s, token_id=token.id, cache=api.app.state.token_cache)
+                    s.commit()
+            if len(events) > 5:
+                break
+    assert events == ["event: state", "event: revoked"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 from sqlmodel import Session, select
 
@@ -151,3 +152,14 @@ def test_text_cut_in_half_by_a_client_is_stored_repaired_not_refused(api: Api) -
     )
     assert refused.status_code == 422
     assert not [e for e in _events(api) if e.event_id.startswith("ev-bad")]
+
+
+def test_a_database_that_gives_up_first_is_503_with_retry_after(api: Api, monkeypatch: Any) -> None:
+    from sqlalchemy.exc import OperationalError
+
+    async def locked(*_: Any, **__: Any) -> Any:
+        raise OperationalError("INSERT ...", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(api.app.state.worker, "submit_async", locked)
+    resp = api.client.post("/events", json=event_body("ev-busy"), headers=api.h("integration"))
+    assert resp.status_code == 503 and resp.headers["Retry-After"] == "1"
