@@ -274,7 +274,13 @@ class ChatEngine:
             return f"I found no order {order_id!r}."
         if order.status in TERMINAL:
             return f"Order {order_id} is already {order.status}; there is nothing to open an incident for."
-        kind = next((t for key, t in OPEN_KINDS.items() if key in low), ExceptionType.stalled_in_transit)
+        # words, not substrings ("escalate" is not "late"); two kinds named is a question back, since
+        # the kind sets the incident's autonomy and playbook
+        kinds = list(dict.fromkeys(t for key, t in OPEN_KINDS.items() if re.search(rf"\b{key}", low)))
+        if len(kinds) > 1:
+            named = " or ".join(k.value.replace("_", " ") for k in kinds)
+            return f"Is order {order_id} {named}? Ask again with one of them."
+        kind = kinds[0] if kinds else ExceptionType.stalled_in_transit
         if self.submit is None:
             return "Opening incidents is not available here."
         now = self.clock.now()

@@ -166,17 +166,28 @@ def execute_allowed(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 result={"executed": [], "would_have_run": would},
             )
         return {}
+    by_index = {st.index: st for st in plan.steps}
     todo: list[tuple[PlanStep, list[str]]] = [
         (st, [])
         for st in plan.steps
-        if status.get(str(st.index)) == StepStatus.approved.value and not _follows_pending(st, status)
+        if status.get(str(st.index)) == StepStatus.approved.value and not _follows_pending(st, status, by_index)
     ]
     return _run_steps(runtime, state, plan, todo, "allowed by policy")
 
 
-def _follows_pending(step: PlanStep, status: dict[str, str]) -> bool:
-    """An allowed step that follows one waiting for approval runs after it, in execute_approved."""
-    return step.after is not None and status.get(str(step.after)) == StepStatus.pending_approval.value
+def _follows_pending(step: PlanStep, status: dict[str, str], by_index: dict[int, PlanStep]) -> bool:
+    """An allowed step that follows (``after``, at any depth of the chain) one waiting for approval
+    runs after it, in execute_approved."""
+    seen: set[int] = set()
+    while step.after is not None and step.after not in seen:
+        seen.add(step.after)
+        if status.get(str(step.after)) == StepStatus.pending_approval.value:
+            return True
+        before = by_index.get(step.after)
+        if before is None:
+            return False
+        step = before
+    return False
 
 
 def _closed_orders(engine: Any, step: PlanStep) -> list[str]:
@@ -234,10 +245,13 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     # allowed steps held back until the step they follow was decided (see _follows_pending)
     going = {st.index for st, _ in todo}
     was = state.get("step_status", {})
-    for st in plan.steps:
-        if was.get(str(st.index)) == StepStatus.approved.value and _follows_pending(st, was) and st.index not in rows:
+    by_index = {st.index: st for st in plan.steps}
+    for st in plan.steps:  # in plan order: a chain's earlier links are decided before its later ones
+        held = was.get(str(st.index)) == StepStatus.approved.value and _follows_pending(st, was, by_index)
+        if held and st.index not in rows:
             if st.after in going:
                 todo.append((st, []))
+                going.add(st.index)
             else:
                 status[str(st.index)] = StepStatus.skipped.value
     todo.sort(key=lambda t: t[0].index)

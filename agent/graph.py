@@ -29,7 +29,7 @@ from sqlmodel import Session
 
 from agent.context import RunContext
 from agent.execute_nodes import execute_allowed, execute_approved
-from agent.incidents import lock_intake
+from agent.incidents import event_types, lock_intake
 from agent.investigate import expand_scope, investigate
 from agent.models import IncidentStatus
 from agent.plan import Plan, StepStatus
@@ -47,6 +47,7 @@ from agent.reads import (
     thread_plan_dump,
 )
 from agent.records import load_snapshot, record
+from agent.settings import strictest_autonomy
 from agent.state import IncidentState
 
 # --- nodes -----------------------------------------------------------------------------------------
@@ -56,7 +57,9 @@ def intake(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     rc = runtime.context
     with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
-        autonomy = rc.settings.autonomy_for(inc.type)
+        # the strictest autonomy of its events' types: an event of a type that only proposes (or
+        # only asks) cannot get its writes run by joining an incident of a looser type
+        autonomy = strictest_autonomy(rc.settings, event_types(session=s, incident_id=inc.id) or [inc.type])
         inc.status, inc.autonomy, inc.planner, inc.updated_at = (
             IncidentStatus.investigating,
             autonomy,

@@ -294,6 +294,12 @@ def incident_event_ids(*, session: Session, incident_id: str) -> list[str]:
     return list(session.scalars(_events_in_order(incident_id, col(IncidentEvent.event_id))))
 
 
+def event_types(*, session: Session, incident_id: str) -> list[str]:
+    """The distinct exception types of the incident's events."""
+    stmt = sa_select(col(IncidentEvent.type)).where(col(IncidentEvent.incident_id) == incident_id).distinct()
+    return [str(t) for t in session.scalars(stmt)]
+
+
 def incident_payloads(*, session: Session, incident_id: str) -> list[dict[str, Any]]:
     """The payloads of the incident's events in the order they joined it, each with its event's id
     and type (what planners and the investigation read: a rider's last position, a complaint's text)."""

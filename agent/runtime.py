@@ -253,6 +253,7 @@ class AgentRuntime:
                 now=self.clock.now(),
                 edited_args=edited_args,
                 reason=reason,
+                policy=self._policy(),
                 expect_version=expect_version,
             )
             req = get_request(session=s, request_id=request_id)
@@ -326,6 +327,13 @@ class AgentRuntime:
         with Session(self.engine) as s:
             req = s.get(ApprovalRequest, request_id)
             return req is not None and req.status != RequestStatus.pending
+
+    def _policy(self) -> Any:
+        """The policy this runtime's graph assesses with (an injected one, else its settings' file):
+        decisions, edits and expiries are judged under the same one."""
+        from guardrails.policy import load_policy
+
+        return self.policy or load_policy(self.settings.policy_file)
 
     def _thread_and_status(self, incident_id: str) -> tuple[str, str | None]:
         with Session(self.engine) as s:
@@ -421,7 +429,7 @@ class AgentRuntime:
         from guardrails.service import expire_due
 
         with session_scope(self.engine) as s:
-            expired = expire_due(session=s, now=self.clock.now())
+            expired = expire_due(session=s, now=self.clock.now(), policy=self._policy())
             threads = []
             for req in expired:
                 inc = s.get(Incident, req.incident_id, options=WITHOUT_PLAN)

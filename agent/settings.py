@@ -82,6 +82,14 @@ class Settings(BaseSettings):
         return self.autonomy_overrides.get(exception_type, self.autonomy_default)
 
 
+# from the strictest: shadow proposes only, assist asks for every write, auto lets the policy decide
+AUTONOMY_ORDER: tuple[Autonomy, ...] = ("shadow", "assist", "auto")
+
+
+def strictest_autonomy(settings: Settings, exception_types: list[str]) -> Autonomy:
+    return min((settings.autonomy_for(t) for t in exception_types), key=AUTONOMY_ORDER.index)
+
+
 @lru_cache
 def get_settings() -> Settings:
     return Settings()

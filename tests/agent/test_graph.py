@@ -391,6 +391,58 @@ def test_a_follow_up_plan_counts_what_the_incident_paid_against_its_budget(db: E
     rt.close()
 
 
+def test_expiry_applies_the_runtimes_own_policy(db: Engine) -> None:
+    import json
+
+    from guardrails.policy import Policy
+    from guardrails.service import request_public
+
+    data = json.loads(settings().policy_file.read_text())
+    data["version"] = "custom-1"
+    data["tools"]["cancel_order"]["on_expiry"] = "custom_default"
+    clock = FakeClock(NOW)
+    cancel = step("cancel_order", {"order_id": "o0", "reason": "customer_request"})
+    rt, iid = start(db, [cancel], clock=clock, policy=Policy.model_validate(data))
+    out = rt.run_incident(iid)
+    clock.advance(seconds=601)
+    assert rt.expire_due() == [out.request_id]
+    with Session(db) as s:
+        view = request_public(session=s, request_id=str(out.request_id))
+    assert view.policy_version == "custom-1" and [st.outcome for st in view.steps] == ["custom_default"]
+    rt.close()
+
+
+def test_an_event_of_a_stricter_type_joining_an_incident_makes_it_stricter(db: Engine) -> None:
+    # stockouts only propose (shadow); a stockout joining an auto incident by its order runs nothing
+    coupon = step("issue_compensation", {"order_id": "o0", "kind": "coupon", "amount_cents": 300, "reason": "x"})
+    build_world(db)
+    rt = runtime(db, [coupon], settings=settings(autonomy_overrides={"stockout_after_payment": "shadow"}))
+    [a, b] = rt.ingest(
+        [
+            event("st-1", ExceptionType.stalled_in_transit, ["o0"]),
+            event("so-1", ExceptionType.stockout_after_payment, ["o0"]),
+        ]
+    )
+    assert a.incident_id == b.incident_id
+    out = rt.run_incident(a.incident_id)
+    assert out.step_status == {"0": "shadowed"} and comps(db) == []
+    rt.close()
+
+
+def test_a_chain_of_steps_behind_an_approval_waits_for_it_link_by_link(db: Engine) -> None:
+    # B follows the refund A, C follows B: neither runs before A is approved, both after it
+    a = step("issue_compensation", {"order_id": "o0", "kind": "refund", "amount_cents": 1500, "reason": "late"})
+    b = step("notify_customer", {"order_id": "o0", "template": "generic_apology"}, after=0)
+    c = step("notify_customer", {"order_id": "o1", "template": "generic_apology"}, after=1)
+    rt, iid = start(db, [a, b, c])
+    out = rt.run_incident(iid)
+    assert out.step_status == {"0": "pending_approval", "1": "approved", "2": "approved"}
+    rid = str(out.request_id)
+    d = rt.decide(request_id=rid, step_index=0, decision="approve", actor_id="s", actor_role="supervisor")
+    assert d.incident is not None and d.incident.step_status == {"0": "executed", "1": "executed", "2": "executed"}
+    rt.close()
+
+
 def test_unknown_tool_is_blocked(db: Engine) -> None:
     assert "drop_table" not in all_tools()
     rt, iid = start(db, [step("drop_table", {"order_id": "o0"}), COUPON])

@@ -164,3 +164,10 @@ def test_why_compensated_explains_the_amount_of_that_order_not_the_first_in_the_
     assert _shap_from_records([proposal], "o2")[0]["label"] == "o2's factor"
     assert _shap_from_records([proposal], "o0")[0]["label"] == "o0's factor"
     assert _shap_from_records([proposal], "o9") == []
+
+
+def test_opening_an_incident_reads_words_and_asks_when_two_kinds_are_named(api: Api) -> None:
+    answer = ask(api, "open an incident for order O3 - stockout, the customer will be late")[0]
+    assert "Ask again" in answer and "stockout after payment" in answer and "order late risk" in answer
+    answer = ask(api, "open an incident for order O3, please escalate (stalled)")[0]  # not "late"
+    assert "stalled in transit" in answer and "Opened" in answer
