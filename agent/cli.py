@@ -32,10 +32,46 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def positive_int(text: str) -> int:
+    """argparse type: an integer >= 1."""
+    return _bounded_int(text, 1, None)
+
+
+def non_negative_int(text: str) -> int:
+    """argparse type: an integer >= 0."""
+    return _bounded_int(text, 0, None)
+
+
+def port_number(text: str) -> int:
+    """argparse type: a TCP port (1-65535)."""
+    return _bounded_int(text, 1, 65535)
+
+
+def _bounded_int(text: str, low: int, high: int | None) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < low:
+        raise argparse.ArgumentTypeError(f"{value} is below {low}")
+    if high is not None and value > high:
+        raise argparse.ArgumentTypeError(f"{value} is above {high}")
+    return value
+
+
 def main(argv: list[str] | None = None) -> int:
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
+
     parser = build_parser()
     args = parser.parse_args(argv)
-    rc = args.func(args)
+    try:
+        rc = args.func(args)
+    except (ArgumentError, NoSuchModuleError) as exc:  # a database URL that is not one
+        print(f"orderagent: not a usable database URL: {exc}", file=sys.stderr)
+        return 2
+    except OperationalError as exc:  # a database that is not there or not reachable
+        print(f"orderagent: the database cannot be used: {str(exc.orig or exc).strip()}", file=sys.stderr)
+        return 2
     return int(rc or 0)
 
 

@@ -5,18 +5,19 @@ from __future__ import annotations
 import argparse
 import sys
 
+from agent.cli import port_number
 from agent.settings import get_settings
 
 
 def add_commands(sub: argparse._SubParsersAction) -> None:
     serve = sub.add_parser("serve", help="run the HTTP service (creates no tokens)")
     serve.add_argument("--host", default=None, help="bind address (default: settings.host)")
-    serve.add_argument("--port", type=int, default=None, help="port (default: settings.port)")
+    serve.add_argument("--port", type=port_number, default=None, help="port (default: settings.port)")
     serve.set_defaults(func=cmd_serve)
 
     demo = sub.add_parser("demo", help="live demo: fresh DB, a token per role, the service and a simulated city")
     demo.add_argument("--host", default="127.0.0.1")
-    demo.add_argument("--port", type=int, default=8000)
+    demo.add_argument("--port", type=port_number, default=8000)
     demo.add_argument("--every", type=float, default=4.0, help="seconds between injected exceptions")
     demo.add_argument("--seed", type=int, default=None)
     demo.add_argument("--duration", type=float, default=0.0, help="stop after this many seconds (0 = never)")

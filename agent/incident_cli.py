@@ -18,6 +18,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from agent.cli import non_negative_int
 from agent.settings import PROJECT_ROOT, get_settings
 
 
@@ -26,7 +27,7 @@ def add_commands(sub: Any) -> None:
     isub = p.add_subparsers(dest="incident_command", required=True)
     run = isub.add_parser("run", help="generate a preset world, ingest its events, run the incident")
     run.add_argument("--preset", default="storm", choices=["small", "storm", "large"])
-    run.add_argument("--seed", type=int, default=None, help="world seed (default: settings.seed)")
+    run.add_argument("--seed", type=non_negative_int, default=None, help="world seed (default: settings.seed)")
     run.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file under var/)")
     run.add_argument("--planner", default=None, choices=["playbook", "llm", "greedy", "noop"])
     run.add_argument("--json", action="store_true", help="print one JSON document")

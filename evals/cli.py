@@ -8,6 +8,9 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from agent.cli import positive_int
+
+PLANNERS = ("playbook", "llm", "greedy", "noop")
 GATE_THRESHOLDS = {"approval_gate_compliance": 1.0}
 
 
@@ -15,8 +18,8 @@ def add_commands(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-
     p = sub.add_parser("eval", help="replay incident cases through the agent and score them")
     p.add_argument("action", nargs="?", choices=["run", "export", "schema"], default="run")
     p.add_argument("--suite", default="core", help="core | gate | storm | real | all")
-    p.add_argument("--planner", default="playbook", choices=["playbook", "llm", "greedy", "noop"])
-    p.add_argument("--trials", type=int, default=1)
+    p.add_argument("--planner", default="playbook", choices=list(PLANNERS))
+    p.add_argument("--trials", type=positive_int, default=1)
     p.add_argument("--baselines", default="noop,greedy", help="comma-separated, or '' for none")
     p.add_argument("--case", action="append", default=[], help="only these case ids")
     p.add_argument("--json", dest="json_out", nargs="?", const="-", default=None, help="write metrics JSON")
@@ -38,12 +41,17 @@ def run(args: argparse.Namespace) -> int:
         return _export(args)
     from evals.suite import NoCases, run_suite
 
+    baselines = [b.strip() for b in args.baselines.split(",") if b.strip()]
+    unknown = [b for b in baselines if b not in PLANNERS]
+    if unknown:  # a typo would otherwise be scored as the playbook (make_planner's fallback)
+        print(f"eval: unknown baseline(s) {', '.join(unknown)}; choose from {', '.join(PLANNERS)}", file=sys.stderr)
+        return 2
     try:
         result = run_suite(
             suite=args.suite,
             planner=args.planner,
             trials=args.trials,
-            baselines=[b for b in args.baselines.split(",") if b],
+            baselines=baselines,
             case_ids=args.case or None,
             progress=not args.quiet,
         )
@@ -90,10 +98,18 @@ def _export(args: argparse.Namespace) -> int:
     if not args.incident:
         print("eval export needs --incident ID", file=sys.stderr)
         return 2
-    case = export_incident(incident_id=args.incident, database_url=args.db)
+    try:
+        case = export_incident(incident_id=args.incident, database_url=args.db)
+    except LookupError as exc:
+        print(f"eval export: {exc}", file=sys.stderr)
+        return 2
     text = json.dumps(case, indent=2) + "\n"
     if args.out:
-        Path(args.out).write_text(text)
+        try:
+            Path(args.out).write_text(text)
+        except OSError as exc:
+            print(f"eval export: cannot write {args.out}: {exc.strerror}", file=sys.stderr)
+            return 2
         print(f"wrote {args.out}", file=sys.stderr)
     else:
         print(text, end="")

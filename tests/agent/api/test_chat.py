@@ -171,3 +171,19 @@ def test_opening_an_incident_reads_words_and_asks_when_two_kinds_are_named(api: 
     assert "Ask again" in answer and "stockout after payment" in answer and "order late risk" in answer
     answer = ask(api, "open an incident for order O3, please escalate (stalled)")[0]  # not "late"
     assert "stalled in transit" in answer and "Opened" in answer
+
+
+def test_questions_about_open_incidents_open_nothing_and_ids_end_before_punctuation(api: Api) -> None:
+    from sqlmodel import Session, func, select
+
+    from agent.models import IncidentEvent
+
+    def events() -> int:
+        with Session(api.engine) as s:
+            return s.exec(select(func.count()).select_from(IncidentEvent)).one()
+
+    before = events()
+    for question in ("Is there an open incident for order O3?", "which open incident is order O3 in?"):
+        assert "Opened" not in ask(api, question)[0]
+    assert events() == before
+    assert "I found no order" not in ask(api, "status of order O2.")[0]

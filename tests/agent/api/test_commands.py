@@ -91,3 +91,27 @@ def test_demo_city_injects_exceptions_from_the_simulator(tmp_path: Path) -> None
         short = s.exec(select(OrderLine).where(OrderLine.order_id == stockout.order_ids[0])).all()
     assert any(line.status == "short" and line.sku_id == stockout.payload["sku_id"] for line in short)
     engine.dispose()
+
+
+def test_cli_input_errors_are_messages_and_exit_2_not_tracebacks(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from agent.settings import get_settings
+
+    monkeypatch.setenv("DATABASE_URL", "bogus://x")
+    get_settings.cache_clear()
+    try:
+        assert main(["token", "list"]) == 2
+        assert "not a usable database URL" in capsys.readouterr().err
+    finally:
+        monkeypatch.delenv("DATABASE_URL")
+        get_settings.cache_clear()
+    db = f"sqlite:///{tmp_path / 'empty.db'}"
+    assert main(["eval", "export", "--incident", "inc-nope", "--db", db]) == 2
+    assert "no incident 'inc-nope'" in capsys.readouterr().err
+    assert main(["eval", "--suite", "gate", "--baselines", "greedy,bogus"]) == 2
+    assert "unknown baseline(s) bogus" in capsys.readouterr().err
+    for argv in (["eval", "--trials", "0"], ["serve", "--port", "99999"], ["incident", "run", "--seed", "-1"]):
+        with pytest.raises(SystemExit) as exc:
+            main(argv)
+        assert exc.value.code == 2
