@@ -172,8 +172,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     from guardrails.service import create_approval_request, list_requests
     from guardrails.validation import (
         build_assess_context,
-        committed_money,
-        incident_spent_cents,
+        incident_money,
         schema_errors,
         valued_orders,
     )
@@ -190,14 +189,14 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         subjects = {st.index: step_subjects(st.args) for st in plan.steps}
         # the budget counts what the incident paid and what its open requests hold (a follow-up
         # thread's plan comes on top of the first one's)
-        committed = committed_money(session=s, incident_id=inc.id, policy=policy)
+        spent, committed = incident_money(session=s, incident_id=inc.id, policy=policy)
         # one batch of facts for the whole plan (the same checks validate_live makes per step)
         actx = build_assess_context(
             session=s,
             incident_order_ids=list(inc.order_ids),
             step_list=plan.steps,
             now=now,
-            spent_cents=incident_spent_cents(session=s, incident_id=inc.id) + sum(committed.values()),
+            spent_cents=spent,
             committed=committed,
             autonomy=autonomy,  # type: ignore[arg-type]
             subjects=subjects,

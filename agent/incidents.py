@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from agent.models import OPEN_STATUSES, WITHOUT_PLAN, Incident, IncidentEvent, IncidentStatus
-from tools.db import take_sqlite_write_lock
+from tools.db import lock_until_commit
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import aware
 
@@ -91,11 +91,7 @@ def lock_intake(session: Session) -> None:
     investigation widening its incident's scope), before they read them: two of them reading the
     same open incidents at once would each write back their own order list, and one order could open
     two incidents or drop out of one. PostgreSQL: an advisory lock; SQLite: its write lock."""
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({INTAKE_LOCK_KEY})")
-    elif conn.dialect.name == "sqlite":
-        take_sqlite_write_lock(conn)
+    lock_until_commit(session.connection(), INTAKE_LOCK_KEY)
 
 
 def ingest_event(*, session: Session, event: ExceptionEvent, now: datetime, window_s: int) -> IngestResult:

@@ -30,7 +30,7 @@ from guardrails.models import (
     RequestStatus,
 )
 from guardrails.policy import Policy, assess, load_policy, step_subjects
-from guardrails.validation import build_assess_context, committed_money, incident_spent_cents, schema_errors
+from guardrails.validation import build_assess_context, incident_money, schema_errors
 from guardrails.verdict import Decision, Verdict
 from tools.models import Escalation, aware
 from tools.state_machine import Conflict, DomainError, NotFound
@@ -260,7 +260,7 @@ def _reassess_edit(
     new_step = PlanStep.model_validate({**step.plan_step, "args": new_args})
     # money the incident paid, and what its open requests still hold (this request's other steps
     # included, pending or approved): the edited step is judged with the rest of the plan around it
-    committed = committed_money(
+    spent, committed = incident_money(
         session=session, incident_id=req.incident_id, policy=policy, exclude=(req.id, step.step_index)
     )
     ctx = build_assess_context(
@@ -268,7 +268,7 @@ def _reassess_edit(
         incident_order_ids=list(req.incident_order_ids),
         step_list=[new_step],
         now=now,
-        spent_cents=incident_spent_cents(session=session, incident_id=req.incident_id) + sum(committed.values()),
+        spent_cents=spent,
         autonomy="auto",  # the supervisor is the human in the loop; the tier still applies
         committed=committed,
     )

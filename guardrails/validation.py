@@ -95,6 +95,16 @@ def committed_money(
     return out
 
 
+def incident_money(
+    *, session: Session, incident_id: str, policy: Policy, exclude: tuple[str, int] | None = None
+) -> tuple[int, dict[str, int]]:
+    """What a new step's money is judged against: the incident's spend so far (paid, plus held in its
+    open requests; ``spent_cents`` of build_assess_context) and the held part per order
+    (``committed``). ``exclude``: see ``committed_money``."""
+    committed = committed_money(session=session, incident_id=incident_id, policy=policy, exclude=exclude)
+    return incident_spent_cents(session=session, incident_id=incident_id) + sum(committed.values()), committed
+
+
 def build_assess_context(
     *,
     session: Session,

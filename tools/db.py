@@ -91,6 +91,16 @@ def take_sqlite_write_lock(conn: Connection) -> None:
     conn.exec_driver_sql("UPDATE _write_lock SET id = id WHERE 0")
 
 
+def lock_until_commit(conn: Connection, pg_key: int) -> None:
+    """Take, before the transaction's first read, a lock every process of this database respects,
+    held until the transaction ends: a PostgreSQL advisory lock under ``pg_key`` (one per kind of
+    work), or SQLite's write lock (one for every writer)."""
+    if conn.dialect.name == "postgresql":
+        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({int(pg_key)})")
+    elif conn.dialect.name == "sqlite":
+        take_sqlite_write_lock(conn)
+
+
 # pg_advisory_xact_lock key of the write tools: "wrld" as an int, shared by every process of a database
 WORLD_WRITE_LOCK_KEY = 0x77726C64
 
@@ -101,11 +111,7 @@ def lock_world_writes(session: Session) -> None:
     writes from what it read, so two running at once could both pass the checks. PostgreSQL: an
     advisory lock; SQLite: its write lock (which the savepoint of a write tool takes anyway). What the
     session had loaded before is expired, so the tool reads the world as it is once it holds the lock."""
-    conn = session.connection()
-    if conn.dialect.name == "postgresql":
-        conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({WORLD_WRITE_LOCK_KEY})")
-    elif conn.dialect.name == "sqlite":
-        take_sqlite_write_lock(conn)
+    lock_until_commit(session.connection(), WORLD_WRITE_LOCK_KEY)
     session.expire_all()
 
 
@@ -186,10 +192,7 @@ def init_db(engine: Engine) -> None:
     creating them again (which fails: no ``ADD COLUMN IF NOT EXISTS`` on SQLite)."""
     import_all_models()
     with engine.begin() as conn:
-        if conn.dialect.name == "postgresql":
-            conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({SCHEMA_LOCK_KEY})")
-        elif conn.dialect.name == "sqlite":
-            take_sqlite_write_lock(conn)  # before the first read, held to the commit
+        lock_until_commit(conn, SCHEMA_LOCK_KEY)
         SQLModel.metadata.create_all(conn)
         for upgrade in SCHEMA_UPGRADES:
             upgrade(conn)
