@@ -22,6 +22,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
+import orjson
 from langgraph.graph import END, START, StateGraph
 from langgraph.graph.state import CompiledStateGraph
 from langgraph.types import interrupt
@@ -84,7 +85,8 @@ def intake(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
 
 def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
-    from audit.service import store_snapshot
+    from audit.models import json_text
+    from audit.service import store_snapshot_text
 
     rc = runtime.context
     with node_session(runtime) as s:
@@ -98,7 +100,8 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             lock_intake(s)
             s.refresh(inc, ["order_ids"])
             inc.order_ids = list(dict.fromkeys([*inc.order_ids, *scope]))
-        sha = store_snapshot(session=s, content=snapshot)
+        body = json_text(snapshot)
+        sha = store_snapshot_text(session=s, body=body)
         inc.snapshot_sha = sha
         s.add(inc)
         record(
@@ -109,6 +112,8 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             # the events this plan saw: a later event of another family gets a follow-up (runtime)
             result={"snapshot_sha": sha, "calls": snapshot.get("calls", []), "events": inc.event_count},
         )
+    # the stored text itself, for this run's plan node (a resumed run reads it back from the audit)
+    rc.handoff[f"snapshot:{sha}"] = body
     return {"snapshot_sha": sha}
 
 
@@ -119,8 +124,10 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         # the snapshot as stored (canonical key order), never the investigation's in-memory dict: a
-        # planner must plan from exactly the facts the audit keeps
-        snapshot = load_snapshot(session=s, sha=state["snapshot_sha"]) or {}
+        # planner must plan from exactly the facts the audit keeps (the text committed with the
+        # investigation, handed over within the run; read back and checked against its hash otherwise)
+        stored = rc.handoff.pop(f"snapshot:{state['snapshot_sha']}", None)
+        snapshot = orjson.loads(stored) if stored else load_snapshot(session=s, sha=state["snapshot_sha"]) or {}
         gathered: list[dict[str, Any]] = []
         pctx = PlanContext(
             now=clock_now(runtime),

@@ -44,7 +44,11 @@ def _insert(session: Session, table: Any) -> Any:
 
 def store_snapshot(*, session: Session, content: dict[str, Any], now: datetime | None = None) -> str:
     """Store the content once under its sha256 and return the hash."""
-    body = json_text(content)
+    return store_snapshot_text(session=session, body=json_text(content), now=now)
+
+
+def store_snapshot_text(*, session: Session, body: str, now: datetime | None = None) -> str:
+    """Store ``body``, a content's canonical text (``json_text``), once under its sha256; the hash."""
     digest = hashlib.sha256(body.encode()).hexdigest()
     stmt = (
         _insert(session, Snapshot.__table__)  # type: ignore[attr-defined]

@@ -8,6 +8,7 @@ that fired and its approval tier, and every verdict names the policy version it 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import lru_cache
 from pathlib import Path
@@ -97,20 +98,24 @@ def policy_version(policy: Policy | None = None) -> str:
 # --- what a step touches ---------------------------------------------------------------------------
 
 
-class MoneyItem(BaseModel):
+# Plain slotted classes, not models: built by step_subjects from values it checks itself, read
+# within the guardrails only, never validated nor serialised, and a storm's plan makes ~1,000 of them
+@dataclass(slots=True)
+class MoneyItem:
     order_id: str | None
     amount_cents: int
     kind: str
 
 
-class StepSubjects(BaseModel):
+@dataclass(slots=True)
+class StepSubjects:
     """The orders, riders and amounts a step's arguments name, whatever the tool's argument shape."""
 
-    order_ids: list[str] = []
-    rider_ids: list[str] = []
-    customer_ids: list[str] = []
-    assignments: list[tuple[str, str]] = []  # (order_id, rider_id)
-    money: list[MoneyItem] = []
+    order_ids: list[str] = field(default_factory=list)
+    rider_ids: list[str] = field(default_factory=list)
+    customer_ids: list[str] = field(default_factory=list)
+    assignments: list[tuple[str, str]] = field(default_factory=list)  # (order_id, rider_id)
+    money: list[MoneyItem] = field(default_factory=list)
 
 
 # the keys step_subjects reads; a dict with none of them is only walked through
@@ -133,9 +138,7 @@ def step_subjects(args: dict[str, Any]) -> StepSubjects:
     """Walk the arguments: ``order_id(s)``, ``rider_id(s)``, ``customer_id(s)`` at any depth; a dict
     holding both an order and a rider is an assignment; a dict with ``amount_cents`` is money."""
     # Dicts are visited depth first in document order (a dict before what it contains). Plain lists
-    # and sets collect the ids, and one model is built at the end without validation (the values are
-    # built right here): a validated StepSubjects() deep-copies its five list defaults, and a plan
-    # computes ~1,000 of these
+    # and sets collect the ids, and one StepSubjects is built at the end
     order_ids: list[str] = []
     rider_ids: list[str] = []
     customer_ids: list[str] = []
@@ -166,7 +169,7 @@ def step_subjects(args: dict[str, Any]) -> StepSubjects:
                     if isinstance(amount, bool) or not isinstance(amount, int | float):
                         amount = 0  # a malformed amount is treated as non-positive and blocked
                     money.append(
-                        MoneyItem.model_construct(
+                        MoneyItem(
                             order_id=item_order if isinstance(item_order, str) else None,
                             amount_cents=int(amount),
                             kind=str(kind),
@@ -179,7 +182,7 @@ def step_subjects(args: dict[str, Any]) -> StepSubjects:
             continue
         if children:
             stack.extend(reversed(children))
-    return StepSubjects.model_construct(
+    return StepSubjects(
         order_ids=order_ids, rider_ids=rider_ids, customer_ids=customer_ids, assignments=assignments, money=money
     )
 
@@ -311,10 +314,14 @@ def _approval_reasons(
     ctx: AssessContext,
     policy: Policy,
     order_spent: Mapping[str, int] | None = None,
+    spent_cents: int | None = None,
 ) -> list[Reason]:
     """``order_spent``: money committed per order before this step (``assess_plan`` adds the plan's
     earlier steps to the facts' ``compensated_cents``); the per-order limits apply to that plus the
-    step's own amounts, so a payment split into small steps is judged as its total."""
+    step's own amounts, so a payment split into small steps is judged as its total. ``spent_cents``:
+    the incident's spend before this step, when not the facts' ``incident_spent_cents`` (the plan's
+    earlier steps added)."""
+    spent = ctx.incident_spent_cents if spent_cents is None else spent_cents
     out: list[Reason] = []
     comp = policy.compensation
     money = _money(rule, subj)
@@ -348,12 +355,11 @@ def _approval_reasons(
                     "money.auto_limit",
                 )
             )
-    if step_spend and ctx.incident_spent_cents + step_spend > comp.incident_budget_cents:
+    if step_spend and spent + step_spend > comp.incident_budget_cents:
         out.append(
             _ask(
                 "incident_budget_exceeded",
-                f"incident spend would reach {ctx.incident_spent_cents + step_spend} "
-                f"(budget {comp.incident_budget_cents})",
+                f"incident spend would reach {spent + step_spend} (budget {comp.incident_budget_cents})",
                 "money.incident_budget",
                 2,
             )
@@ -401,10 +407,11 @@ def _assess(
     subj: StepSubjects | None = None,
     in_scope: frozenset[str] | None = None,
     order_spent: Mapping[str, int] | None = None,
+    spent_cents: int | None = None,
 ) -> Verdict:
     """``assess`` with the step's subjects and the incident's order set passed in when the caller
-    (``assess_plan``) computed them already; the same verdict either way. ``order_spent``: see
-    ``_approval_reasons``."""
+    (``assess_plan``) computed them already; the same verdict either way. ``order_spent`` and
+    ``spent_cents``: see ``_approval_reasons``."""
     rule = policy.tool_rule(step.tool)
     if rule is None or (ctx.registered_tools is not None and step.tool not in ctx.registered_tools):
         return Verdict(
@@ -417,7 +424,7 @@ def _assess(
     if subj is None:
         subj = step_subjects(step.args)
     blocks = hard_blocks(step, rule, subj, ctx, policy, in_scope=in_scope)
-    asks = _approval_reasons(step, rule, subj, ctx, policy, order_spent)
+    asks = _approval_reasons(step, rule, subj, ctx, policy, order_spent, spent_cents)
     if blocks:
         return Verdict(decision=Decision.block, reasons=blocks + asks, policy_version=policy.version)
     if asks:
@@ -446,19 +453,16 @@ def assess_plan(
     out: dict[int, Verdict] = {}
     cancelled: list[str] = []
     # each step's subjects once (assess, its spend and the cancel count read the same ones), the
-    # scope set once, and a context copy only when the running spend has changed
+    # scope set once, and the running spend passed beside the facts
     in_scope = frozenset(ctx.incident_order_ids)
-    step_ctx = ctx
     # money per order: what the facts say is committed, plus this plan's earlier steps
     order_spent = {oid: f.compensated_cents for oid, f in ctx.orders.items() if f.compensated_cents}
     # the same write twice in one plan would run twice (each step has its own idempotency key)
     seen_writes: set[bytes] = set()
     for step in steps:
-        if step_ctx.incident_spent_cents != spent:
-            step_ctx = ctx.model_copy(update={"incident_spent_cents": spent})
         rule = policy.tool_rule(step.tool)
         subj = subjects[step.index]
-        verdict = _assess(step, step_ctx, policy, subj, in_scope, order_spent)
+        verdict = _assess(step, ctx, policy, subj, in_scope, order_spent, spent)
         if rule is not None and rule.risk in WRITE_RISKS:
             key = _write_key(step)
             if key in seen_writes:
