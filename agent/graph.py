@@ -336,15 +336,19 @@ def approval_payload(session: Session, req: Any, state: IncidentState) -> dict[s
 
 
 def report(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
+    from guardrails.service import expiry_escalations
+
     status = state.get("step_status", {})
     counts = _count(status)
     with node_session(runtime) as s:
         inc = incident_row(s, state["incident_id"])
         plan = thread_plan(state, inc, runtime)
+        # escalated by an executed step, or by the expiry of this thread's request (its money or
+        # cancellations, or an escalation step that goes ahead anyway: guardrails.service.expire_due)
         escalated = any(
             st.tool == "escalate_incident" and status.get(str(st.index)) == StepStatus.executed.value
             for st in plan.steps
-        )
+        ) or bool(state.get("request_id") and expiry_escalations(session=s, request_id=state["request_id"]))
         final = (
             IncidentStatus.failed
             if counts.get(StepStatus.failed.value)

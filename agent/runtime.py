@@ -426,7 +426,7 @@ class AgentRuntime:
 
     def expire_due(self) -> list[str]:
         """Expire overdue requests (their safe default applies) and resume their threads."""
-        from guardrails.service import expire_due
+        from guardrails.service import expire_due, expiry_summary
 
         with session_scope(self.engine) as s:
             expired = expire_due(session=s, now=self.clock.now(), policy=self._policy())
@@ -438,7 +438,11 @@ class AgentRuntime:
                         session=s,
                         stage="expiry",
                         incident=inc,
-                        result={"request_id": req.id, "expires_at": str(req.expires_at)},
+                        result={
+                            "request_id": req.id,
+                            "expires_at": str(req.expires_at),
+                            **expiry_summary(session=s, request_id=req.id),
+                        },
                     )
                 threads.append((req.id, req.thread_id or req.incident_id))
         for _, thread_id in threads:

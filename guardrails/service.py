@@ -421,9 +421,19 @@ def decide_step(
     )
 
 
+TEAMS = frozenset({"ops", "support", "store", "fleet", "safety"})
+
+
 def expire_due(*, session: Session, now: datetime, policy: Policy | None = None) -> list[ApprovalRequest]:
     """Close requests whose window has passed: each pending step gets its tool's safe default
-    (compensation not issued, reassignment stale, cancellation not done) and the incident is escalated."""
+    (``on_expiry``: compensation not issued, reassignment stale, cancellation not done).
+
+    Escalations follow the policy data: the expired steps whose tool has ``escalate_on_expiry``
+    (money, cancellations) are handed to ops in one escalation naming their orders; an expired
+    ``escalate_incident`` step ("escalated_anyway") creates its own escalation, to its own team with
+    its own reason. With ``escalation_allowed`` false, nothing is escalated. The request's
+    ``escalated`` says whether anything was; what each step became and each escalation are in
+    ``expiry_summary``."""
     policy = policy or load_policy()
     now = _utc(now)
     due = session.exec(
@@ -436,17 +446,22 @@ def expire_due(*, session: Session, now: datetime, policy: Policy | None = None)
         won = session.execute(
             update(ApprovalRequest)
             .where(ApprovalRequest.id == req.id, ApprovalRequest.status == RequestStatus.pending)  # type: ignore[arg-type]
-            .values(status=RequestStatus.expired, resolved_at=now, escalated=True, version=ApprovalRequest.version + 1)
+            .values(status=RequestStatus.expired, resolved_at=now, version=ApprovalRequest.version + 1)
             .execution_options(synchronize_session=False)
         )
         if won.rowcount != 1:  # type: ignore[attr-defined]
             continue  # resolved or expired by someone else meanwhile
-        order_ids: list[str] = []
+        ops_orders: list[str] = []
+        own: list[tuple[ApprovalStep, list[str]]] = []  # expired escalate_incident steps
         for st in list_steps(session=session, request_id=req.id):
-            order_ids += [o for o in step_subjects(st.args).order_ids if o not in order_ids]
             if st.status != ApprovalStatus.pending:
                 continue
             rule = policy.tool_rule(st.tool)
+            order_ids = step_subjects(st.args).order_ids
+            if st.tool == "escalate_incident":
+                own.append((st, order_ids))
+            elif rule is not None and rule.escalate_on_expiry:
+                ops_orders += [o for o in order_ids if o not in ops_orders]
             session.execute(
                 update(ApprovalStep)
                 .where(ApprovalStep.id == st.id, ApprovalStep.status == ApprovalStatus.pending)  # type: ignore[arg-type]
@@ -458,17 +473,44 @@ def expire_due(*, session: Session, now: datetime, policy: Policy | None = None)
                 )
                 .execution_options(synchronize_session=False)
             )
-        key = f"approval-expired:{req.id}"
-        if session.exec(select(Escalation).where(Escalation.idempotency_key == key)).first() is None:
-            session.add(
-                Escalation(
-                    incident_id=req.incident_id,
-                    order_ids=order_ids,
-                    reason=f"approval request {req.id} expired without a decision; safe defaults applied",
-                    team="ops",
-                    idempotency_key=key,
-                    created_at=now,
+        wanted: list[Escalation] = []
+        if policy.escalation_allowed:
+            if ops_orders:
+                wanted.append(
+                    Escalation(
+                        incident_id=req.incident_id,
+                        order_ids=ops_orders,
+                        reason=f"approval request {req.id} expired without a decision; safe defaults applied",
+                        team="ops",
+                        idempotency_key=f"approval-expired:{req.id}",
+                        created_at=now,
+                    )
                 )
+            for st, order_ids in own:
+                team = st.args.get("team") if st.args.get("team") in TEAMS else "ops"
+                reason = str(st.args.get("reason") or "escalation proposed by the agent")[:1000]
+                wanted.append(
+                    Escalation(
+                        incident_id=req.incident_id,
+                        order_ids=order_ids,
+                        reason=f"{reason} (the approval expired: escalated anyway)",
+                        team=str(team),
+                        idempotency_key=f"approval-expired:{req.id}:{st.step_index}",
+                        created_at=now,
+                    )
+                )
+        for esc in wanted:
+            if (
+                session.exec(select(Escalation).where(Escalation.idempotency_key == esc.idempotency_key)).first()
+                is None
+            ):
+                session.add(esc)
+        if wanted:
+            session.execute(
+                update(ApprovalRequest)
+                .where(ApprovalRequest.id == req.id)  # type: ignore[arg-type]
+                .values(escalated=True)
+                .execution_options(synchronize_session=False)
             )
         session.flush()
         session.refresh(req)
@@ -476,3 +518,31 @@ def expire_due(*, session: Session, now: datetime, policy: Policy | None = None)
             session.refresh(st)
         expired.append(req)
     return expired
+
+
+def expiry_escalations(*, session: Session, request_id: str) -> list[Escalation]:
+    """The escalations the expiry of this request created (see ``expire_due``)."""
+    key = f"approval-expired:{request_id}"
+    return list(
+        session.exec(
+            select(Escalation)
+            .where((Escalation.idempotency_key == key) | (Escalation.idempotency_key.startswith(key + ":")))  # type: ignore[union-attr]
+            .order_by(Escalation.id)  # type: ignore[arg-type]
+        )
+    )
+
+
+def expiry_summary(*, session: Session, request_id: str) -> dict[str, Any]:
+    """What the expiry of a request did, for its audit record: each expired step's safe default and
+    each escalation it created."""
+    return {
+        "expired_steps": [
+            {"index": st.step_index, "tool": st.tool, "outcome": st.outcome}
+            for st in list_steps(session=session, request_id=request_id)
+            if st.status == ApprovalStatus.expired
+        ],
+        "escalations": [
+            {"id": e.id, "team": e.team, "order_ids": list(e.order_ids or [])}
+            for e in expiry_escalations(session=session, request_id=request_id)
+        ],
+    }

@@ -23,7 +23,7 @@ from audit.models import DecisionRecord
 from tools.clock import FakeClock
 from tools.db import session_scope
 from tools.events import ExceptionType
-from tools.models import Compensation, Notification, Order
+from tools.models import Compensation, Escalation, Notification, Order
 from tools.registry import all_tools
 from tools.state_machine import Conflict, DomainError, OrderStatus
 
@@ -200,6 +200,27 @@ def test_expiry_applies_the_safe_default(db: Engine) -> None:
     assert after.interrupt is None and after.step_status == {"0": "executed", "1": "expired"}
     assert [c.kind for c in comps(db)] == ["coupon"]
     assert "expiry" in stages(db, iid)
+    with Session(db) as s:
+        (rec,) = s.exec(select(DecisionRecord).where(DecisionRecord.stage == "expiry"))
+        # the record says what became of each step, and the refund's escalation (escalate_on_expiry)
+        assert rec.result["expired_steps"] == [{"index": 1, "tool": "issue_compensation", "outcome": "not_issued"}]
+        assert [e["team"] for e in rec.result["escalations"]] == ["ops"]
+    assert after.status == "escalated"
+    rt.close()
+
+
+def test_an_expired_reassignment_is_stale_and_not_escalated(db: Engine) -> None:
+    clock = FakeClock(NOW)
+    move = step("apply_reassignment", {"assignments": [{"order_id": "o0", "rider_id": "r1"}]}, confidence=0.5)
+    rt, iid = start(db, [move], clock=clock)
+    out = rt.run_incident(iid)
+    assert out.request_id is not None
+    clock.advance(seconds=601)
+    assert rt.expire_due() == [out.request_id]
+    after = rt.outcome(iid)
+    assert after.step_status == {"0": "expired"} and after.status == "resolved"
+    with Session(db) as s:
+        assert s.exec(select(Escalation)).all() == []
     rt.close()
 
 

@@ -11,7 +11,7 @@ from sqlmodel import Session, select
 
 from guardrails.context import AssessContext
 from guardrails.models import ApprovalDecision, ApprovalStatus, RequestStatus
-from guardrails.policy import assess_plan
+from guardrails.policy import assess_plan, load_policy
 from guardrails.service import (
     Forbidden,
     InvalidDecision,
@@ -20,6 +20,8 @@ from guardrails.service import (
     create_approval_request,
     decide_step,
     expire_due,
+    expiry_escalations,
+    expiry_summary,
     get_request,
     is_resolved,
     list_requests,
@@ -259,12 +261,55 @@ def test_late_decision_conflicts_and_expiry_applies_safe_defaults(world: Engine)
             1: (ApprovalStatus.expired, "not_cancelled"),
             2: (ApprovalStatus.approved, "approved"),
         }
+        # the policy escalates expired money and cancellations (escalate_on_expiry): their orders only
         (esc,) = s.exec(select(Escalation)).all()
-        assert esc.incident_id == "inc-1" and set(esc.order_ids) == {"o1", "o3", "o2"}
+        assert esc.incident_id == "inc-1" and esc.team == "ops" and esc.order_ids == ["o1", "o3"]
         assert is_resolved(session=s, request_id=rid)
         assert expire_due(session=s, now=NOW + timedelta(hours=1)) == []  # once only
     with pytest.raises(Conflict):
         _decide(world, rid, 1, "approve", now=NOW + timedelta(seconds=10))  # expired status wins
+
+
+def test_expiry_escalates_as_the_policy_says(world: Engine) -> None:
+    """Only tools with escalate_on_expiry escalate to ops; an expired escalation step goes ahead to
+    its own team; with escalation_allowed false nothing is escalated; the summary lists each step."""
+    stale_only = _queue(
+        world, [plan_step(0, "apply_reassignment", confidence=0.5, assignments=[{"order_id": "o2", "rider_id": "r2"}])]
+    )
+    with Session(world) as s:
+        (req,) = expire_due(session=s, now=NOW + timedelta(seconds=TTL))
+        s.commit()
+        assert req.id == stale_only and not req.escalated and s.exec(select(Escalation)).all() == []
+        assert expiry_summary(session=s, request_id=stale_only) == {
+            "expired_steps": [{"index": 0, "tool": "apply_reassignment", "outcome": "stale"}],
+            "escalations": [],
+        }
+    own = _queue(
+        world,
+        [
+            plan_step(0, "escalate_incident", confidence=0.5, team="fleet", reason="riders short", order_ids=["o2"]),
+            comp_step(1, 1500),
+        ],
+    )
+    with Session(world) as s:
+        (req,) = expire_due(session=s, now=NOW + timedelta(seconds=TTL))
+        s.commit()
+        assert req.escalated
+        escalations = expiry_escalations(session=s, request_id=own)
+        assert [(e.team, e.order_ids) for e in escalations] == [("ops", ["o1"]), ("fleet", ["o2"])]
+        assert "riders short" in escalations[1].reason
+        summary = expiry_summary(session=s, request_id=own)
+        assert summary["expired_steps"] == [
+            {"index": 0, "tool": "escalate_incident", "outcome": "escalated_anyway"},
+            {"index": 1, "tool": "issue_compensation", "outcome": "not_issued"},
+        ]
+        assert [e["team"] for e in summary["escalations"]] == ["ops", "fleet"]
+    quiet = _queue(world, [comp_step(0, 1500)])
+    with Session(world) as s:
+        policy = load_policy().model_copy(update={"escalation_allowed": False})
+        (req,) = expire_due(session=s, now=NOW + timedelta(seconds=TTL), policy=policy)
+        s.commit()
+        assert not req.escalated and expiry_escalations(session=s, request_id=quiet) == []
 
 
 def test_concurrent_decisions_apply_once(world: Engine) -> None:
