@@ -262,4 +262,14 @@ def execute_approved(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             inc = incident_row(s, state["incident_id"])
             inc.step_status = {**inc.step_status, **status}
             s.add(inc)
+            # what did not run, and why (rejected, expired, stale, skipped behind one of those), in
+            # the audit beside what did: an auditor sees every step of the request end
+            record(
+                session=s,
+                stage="execution",
+                incident=inc,
+                plan=plan,
+                reason=f"not run after request {rid}",
+                result={"not_run": status},
+            )
     return out

@@ -205,6 +205,8 @@ def test_expiry_applies_the_safe_default(db: Engine) -> None:
         # the record says what became of each step, and the refund's escalation (escalate_on_expiry)
         assert rec.result["expired_steps"] == [{"index": 1, "tool": "issue_compensation", "outcome": "not_issued"}]
         assert [e["team"] for e in rec.result["escalations"]] == ["ops"]
+        not_run = [r.result for r in s.exec(select(DecisionRecord).where(DecisionRecord.stage == "execution"))]
+        assert {"not_run": {"1": "expired"}} in not_run
     assert after.status == "escalated"
     rt.close()
 
