@@ -186,12 +186,18 @@ def _index_render(dialect: str, *, guarded: bool = False) -> str:
     return " || ".join(parts) + " || ']}'"
 
 
+# Where a record's index rows are: under its own seq, or under the earlier record its alias names
+# (audit.models.RecordSubjectAlias; an alias to itself or to a later record counts as none)
+INDEX_SEQ = "COALESCE((SELECT a.same_as FROM recordsubjectalias a WHERE a.seq = d.seq AND a.same_as < d.seq), d.seq)"
+
+
 def subjects_sql(dialect: str, *, guarded: bool = False) -> str:
-    """Records up to seq :n whose subject index rows, rendered as JSON, differ from their subjects."""
+    """Records up to seq :n whose subject index rows, rendered as JSON, differ from their subjects
+    (with the index seq where those rows are)."""
     differs = "IS NOT" if dialect == "sqlite" else "IS DISTINCT FROM"
     return (
-        f"SELECT d.seq, d.subjects FROM decisionrecord d WHERE d.seq <= :n AND d.subjects {differs}"
-        f" (SELECT {_index_render(dialect, guarded=guarded)} FROM recordsubject r WHERE r.seq = d.seq)"
+        f"SELECT d.seq, d.subjects, {INDEX_SEQ} FROM decisionrecord d WHERE d.seq <= :n AND d.subjects {differs}"
+        f" (SELECT {_index_render(dialect, guarded=guarded)} FROM recordsubject r WHERE r.seq = {INDEX_SEQ})"
         " ORDER BY d.seq"
     )
 
@@ -201,7 +207,20 @@ def _stray_rows_sql(dialect: str) -> str:
     those out), or a seq no record has (beyond :n only when the whole chain verified)."""
     kinds = ", ".join(f"'{k}'" for k in SUBJECT_KINDS.values())
     odd = " OR typeof(seq) <> 'integer'" if dialect == "sqlite" else ""  # SQLite keeps a BLOB or 2.5 as given
-    return f"SELECT min(seq) FROM recordsubject WHERE kind NOT IN ({kinds}) OR seq < 1 OR (seq > :n AND :complete){odd}"
+    return (
+        f"SELECT min(seq) FROM recordsubject WHERE kind NOT IN ({kinds}) OR seq < 1 OR (seq > :n AND :complete){odd}"
+        # rows of a record that has an alias: its index is the aliased record's, these rows no one's
+        " OR seq IN (SELECT seq FROM recordsubjectalias)"
+    )
+
+
+def _stray_aliases_sql() -> str:
+    """The lowest seq of aliases no record accounts for (a seq no record has), or that point at no
+    earlier record's rows (an alias's own records are checked against those rows in subjects_sql)."""
+    return (
+        "SELECT min(seq) FROM recordsubjectalias WHERE seq < 1 OR (seq > :n AND :complete)"
+        " OR same_as >= seq OR same_as IN (SELECT seq FROM recordsubjectalias)"
+    )
 
 
 def index_matches(subjects: str | bytes, rows: Sequence[Any]) -> bool:
@@ -337,8 +356,8 @@ def _subject_problems(conn: Connection, count: int, *, complete: bool) -> list[P
             raise
         differing = conn.execute(text(subjects_sql(dialect, guarded=True)), {"n": count}).all()
     problems: list[Problem] = []
-    for seq, subjects in differing:  # records 1..count: their seq verified as an integer
-        rows = conn.execute(text("SELECT kind, subject_id FROM recordsubject WHERE seq = :s"), {"s": seq}).all()
+    for seq, subjects, index_seq in differing:  # records 1..count: their seq verified as an integer
+        rows = conn.execute(text("SELECT kind, subject_id FROM recordsubject WHERE seq = :s"), {"s": index_seq}).all()
         if not index_matches(subjects, rows):
             problems.append((seq, f"record {seq}: subject index rows differ from its subjects (changed or deleted)"))
             break  # the first is what the report names
@@ -346,6 +365,12 @@ def _subject_problems(conn: Connection, count: int, *, complete: bool) -> list[P
     if stray is not None:
         seq = stray if type(stray) is int else None
         problems.append((seq, f"subject index rows under seq {stray!r} that its record does not name (added)"))
+    alias = conn.execute(text(_stray_aliases_sql()), {"n": count, "complete": complete}).scalar()
+    if alias is not None:
+        seq = alias if type(alias) is int else None
+        problems.append(
+            (seq, f"subject index alias under seq {alias!r} that no record accounts for (added or changed)")
+        )
     return problems
 
 

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Text, text, type_coerce
+from sqlalchemy import Text, or_, text, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.orm.attributes import set_committed_value
@@ -29,6 +29,7 @@ from audit.models import (
     DecisionRecord,
     RecordIn,
     RecordSubject,
+    RecordSubjectAlias,
     Snapshot,
     json_text,
 )
@@ -98,7 +99,12 @@ def _lock_chain(session: Session) -> None:
 def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     """Append one record to the chain (seq = last + 1, prev_hash = last record_hash)."""
     _lock_chain(session)
-    tail = session.execute(text("SELECT seq, record_hash FROM decisionrecord ORDER BY seq DESC LIMIT 1")).first()
+    tail = session.execute(
+        text(
+            "SELECT d.seq, d.record_hash, d.subjects, a.same_as FROM decisionrecord d"
+            " LEFT JOIN recordsubjectalias a ON a.seq = d.seq ORDER BY d.seq DESC LIMIT 1"
+        )
+    ).first()
     seq, prev = (int(tail[0]) + 1, str(tail[1])) if tail else (1, GENESIS)
     # microseconds are the stored precision on both backends
     recorded_at = aware(record.recorded_at or datetime.now(UTC)).astimezone(UTC)
@@ -145,7 +151,13 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     session.flush()
     for k in JSON_FIELDS:  # the caller's object holds the data, not its text (no new write)
         set_committed_value(row, k, json_values[k])
-    _index_subjects(session, seq, record.subjects)
+    if tail is not None and tail[2] is not None and str(tail[2]) == texts["subjects"]:
+        # the same subjects as the record before (the stored canonical texts are equal): its rows serve
+        session.execute(
+            RecordSubjectAlias.__table__.insert().values(seq=seq, same_as=int(tail[3] or tail[0]))  # type: ignore[attr-defined]
+        )
+    else:
+        _index_subjects(session, seq, record.subjects)
     session.execute(
         ChainHead.__table__.update()  # type: ignore[attr-defined]
         .where(ChainHead.__table__.c.id == 1)  # type: ignore[attr-defined]
@@ -189,7 +201,8 @@ def list_records(
         stmt = stmt.where(DecisionRecord.incident_id == incident_id)
     if order_id is not None:
         seqs = select(RecordSubject.seq).where(RecordSubject.kind == "order", RecordSubject.subject_id == order_id)
-        stmt = stmt.where(col(DecisionRecord.seq).in_(seqs))
+        aliased = select(RecordSubjectAlias.seq).where(col(RecordSubjectAlias.same_as).in_(seqs))
+        stmt = stmt.where(or_(col(DecisionRecord.seq).in_(seqs), col(DecisionRecord.seq).in_(aliased)))
     if actor is not None:
         stmt = stmt.where(DecisionRecord.approver_id == actor)
     if since is not None:

@@ -23,6 +23,7 @@ from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
 from guardrails.policy import Policy, StepSubjects, hard_blocks, load_policy, step_subjects
 from guardrails.verdict import Reason
 from tools.base import Tool
+from tools.db import in_values
 from tools.models import Compensation, Customer, Order, Rider, aware
 from tools.state_machine import OrderStatus
 
@@ -143,11 +144,11 @@ def build_assess_context(
     order_cols = sa_select(
         col(Order.id), col(Order.value_cents), col(Order.status), col(Order.customer_id), col(Order.rider_id)
     )
-    orders = session.execute(order_cols.where(col(Order.id).in_(order_ids))).all() if order_ids else []
+    orders = session.execute(order_cols.where(in_values(col(Order.id), order_ids))).all() if order_ids else []
     customer_ids = sorted({o.customer_id for o in orders})
     customer_cols = sa_select(col(Customer.id), col(Customer.tier), col(Customer.refund_claims_count))
     customers = (
-        {c.id: c for c in session.execute(customer_cols.where(col(Customer.id).in_(customer_ids)))}
+        {c.id: c for c in session.execute(customer_cols.where(in_values(col(Customer.id), customer_ids)))}
         if customer_ids
         else {}
     )
@@ -161,7 +162,7 @@ def build_assess_context(
     if order_ids:
         comp_rows = session.execute(
             sa_select(col(Compensation.order_id), func.sum(col(Compensation.amount_cents)))
-            .where(col(Compensation.order_id).in_(order_ids))
+            .where(in_values(col(Compensation.order_id), order_ids))
             .group_by(col(Compensation.order_id))
         ).all()
         for row in comp_rows:
@@ -186,12 +187,12 @@ def build_assess_context(
         loads = dict(
             session.exec(
                 select(Order.rider_id, func.count())
-                .where(Order.rider_id.in_(rider_ids), Order.status.in_(CARRYING))  # type: ignore[union-attr,attr-defined]
+                .where(in_values(col(Order.rider_id), rider_ids), col(Order.status).in_(CARRYING))
                 .group_by(Order.rider_id)
             ).all()
         )
         rider_cols = sa_select(col(Rider.id), col(Rider.status), col(Rider.shift_end), col(Rider.capacity))
-        rows = session.execute(rider_cols.where(col(Rider.id).in_(rider_ids)))
+        rows = session.execute(rider_cols.where(in_values(col(Rider.id), rider_ids)))
         for r in rows:
             rider_facts[r.id] = RiderFacts(
                 status=str(r.status.value if hasattr(r.status, "value") else r.status),

@@ -290,6 +290,53 @@ def test_duplicate_subjects_are_recorded_once(engine: Engine) -> None:
     assert _verify(engine).ok
 
 
+def _same_subjects_chain(engine: Engine) -> None:
+    """Records 1-5: 2, 3 and 4 name what 1 names (3 and 4 alias 1 through 2's alias), 5 other ones."""
+    shared = Subjects(orders=["o1", "o2"], riders=["r1"], customers=["c1"])
+    with Session(engine) as session:
+        for subjects in [shared, shared, shared, shared, Subjects(orders=["o9"])]:
+            append_record(session=session, record=RecordIn(stage="proposal", incident_id="inc-1", subjects=subjects))
+        session.commit()
+
+
+def test_records_with_the_subjects_of_the_one_before_share_its_index_rows(engine: Engine) -> None:
+    from sqlmodel import select
+
+    from audit.models import RecordSubject, RecordSubjectAlias
+    from audit.service import list_records
+
+    _same_subjects_chain(engine)
+    with Session(engine) as session:
+        aliases = {a.seq: a.same_as for a in session.exec(select(RecordSubjectAlias))}
+        assert aliases == {2: 1, 3: 1, 4: 1}  # always the record holding the rows
+        assert {r.seq for r in session.exec(select(RecordSubject))} == {1, 5}
+        assert [r.seq for r in list_records(session=session, order_id="o2")] == [1, 2, 3, 4]
+        assert [r.seq for r in list_records(session=session, order_id="o9")] == [5]
+    assert _verify(engine).ok
+
+
+@pytest.mark.parametrize(
+    ("statement", "bad_seq"),
+    [
+        ("DELETE FROM recordsubjectalias WHERE seq = 3", 3),  # record 3 then has no index rows
+        ("UPDATE recordsubjectalias SET same_as = 5 WHERE seq = 4", 4),  # a later record's rows
+        ("UPDATE recordsubjectalias SET same_as = 3 WHERE seq = 4", 4),  # an alias of an alias
+        ("UPDATE recordsubjectalias SET same_as = 2 WHERE seq = 2", 2),  # itself
+        ("INSERT INTO recordsubjectalias (seq, same_as) VALUES (5, 1)", 5),  # other subjects than 1's
+        ("INSERT INTO recordsubjectalias (seq, same_as) VALUES (9, 1)", 9),  # no such record
+        ("INSERT INTO recordsubject (seq, kind, subject_id) VALUES (3, 'order', 'o1')", 3),  # rows of an alias
+        ("DELETE FROM recordsubject WHERE seq = 1 AND kind = 'rider'", 1),  # the shared rows: 1 is named first
+    ],
+)
+def test_subject_index_alias_tampering_is_found(engine: Engine, statement: str, bad_seq: int) -> None:
+    _same_subjects_chain(engine)
+    assert _verify(engine).ok
+    _sql(engine, statement)
+    rep = _verify(engine)
+    assert not rep.ok and rep.first_bad_seq == bad_seq, rep
+    assert "subject index" in (rep.problem or "")
+
+
 # -- the chain head, concurrent appends, confidence, storage types ----------------------------
 
 
