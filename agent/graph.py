@@ -348,7 +348,7 @@ def report(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         escalated = any(
             st.tool == "escalate_incident" and status.get(str(st.index)) == StepStatus.executed.value
             for st in plan.steps
-        ) or bool(state.get("request_id") and expiry_escalations(session=s, request_id=state["request_id"]))
+        ) or bool((rid := state.get("request_id")) and expiry_escalations(session=s, request_id=rid))
         final = (
             IncidentStatus.failed
             if counts.get(StepStatus.failed.value)

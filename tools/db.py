@@ -8,6 +8,7 @@ import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import orjson
 from sqlalchemy import String, bindparam, event, inspect
@@ -47,8 +48,9 @@ class _TextList(TypeDecorator[list[str]]):
     impl = String
     cache_ok = True
 
-    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[object]:
-        return dialect.type_descriptor(ARRAY(String) if dialect.name == "postgresql" else String())
+    def load_dialect_impl(self, dialect: Dialect) -> TypeEngine[Any]:
+        impl: TypeEngine[Any] = ARRAY(String) if dialect.name == "postgresql" else String()
+        return dialect.type_descriptor(impl)
 
     def process_bind_param(self, value: object, dialect: Dialect) -> object:
         values = [str(v) for v in value or ()]  # type: ignore[attr-defined]
