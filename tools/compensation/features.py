@@ -24,8 +24,9 @@ from datetime import datetime, timedelta
 from typing import Any, Literal
 
 import structlog
-from pydantic import BaseModel, Field
-from sqlalchemy import func
+from pydantic import BaseModel, Field, TypeAdapter
+from sqlalchemy import bindparam, func
+from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.compensation import history as hist
@@ -95,10 +96,41 @@ class OrderFeatures(BaseModel):
     value_source: ValueSource
 
 
+_ORDER_FEATURES = TypeAdapter(dict[str, OrderFeatures])
+
+
 @dataclass(frozen=True)
 class _Value:
     value_12m_cents: int
     repurchase_per_month: float
+
+
+# what the features read of each order, its store and its customer: one statement, columns only
+# (an ORM object per row cost more than the rest of the features together)
+_FACT_COLUMNS: tuple[Any, ...] = (
+    col(Order.id),
+    col(Order.customer_id),
+    col(Order.store_id),
+    col(Order.x),
+    col(Order.y),
+    col(Order.currency),
+    col(Order.value_cents),
+    col(Order.channel),
+    col(Store.x).label("store_x"),
+    col(Store.y).label("store_y"),
+    col(Customer.id).label("known_customer"),
+    col(Customer.tier),
+    col(Customer.complaints_count),
+    col(Customer.compensations_count),
+    col(Customer.refund_claims_count),
+    col(Customer.channel).label("customer_channel"),
+)
+_ORDER_FACTS = (
+    sa_select(*_FACT_COLUMNS)
+    .outerjoin(Store, col(Store.id) == col(Order.store_id))
+    .outerjoin(Customer, col(Customer.id) == col(Order.customer_id))
+    .where(col(Order.id).in_(bindparam("ids", expanding=True)))
+)
 
 
 def build_features(
@@ -110,71 +142,77 @@ def build_features(
 ) -> tuple[dict[str, OrderFeatures], dict[str, str]]:
     """Features per known order id, and ``{order_id: message}`` for the ids not in the world."""
     wanted = list(dict.fromkeys(order_ids))
-    orders = {o.id: o for o in session.exec(select(Order).where(col(Order.id).in_(wanted)))}
-    missing = {oid: f"unknown order {oid!r}" for oid in wanted if oid not in orders}
-    if not orders:
+    facts = {r.id: r for r in session.execute(_ORDER_FACTS, {"ids": wanted})}
+    missing = {oid: f"unknown order {oid!r}" for oid in wanted if oid not in facts}
+    if not facts:
         return {}, missing
     now = aware(now)
-    world = session.get(WorldInfo, 1)
-    customer_ids = sorted({o.customer_id for o in orders.values()})
-    customers = {c.id: c for c in session.exec(select(Customer).where(col(Customer.id).in_(customer_ids)))}
-    store_ids = sorted({o.store_id for o in orders.values()})
-    stores = {s.id: s for s in session.exec(select(Store).where(col(Store.id).in_(store_ids)))}
+    customer_ids = sorted({r.customer_id for r in facts.values()})
     weather = active_weather(session=session, now=now)
     values, value_source = customer_value_features(session=session, customer_ids=customer_ids, now=now)
 
     given = predicted_delay_minutes or {}
-    need_eta = [oid for oid in orders if oid not in given]
+    need_eta = [oid for oid in facts if oid not in given]
+    # the delay estimates need whole orders, the world and the riders: only for orders without a given delay
+    orders = {o.id: o for o in session.exec(select(Order).where(col(Order.id).in_(need_eta)))} if need_eta else {}
     eta_delays = _eta_model_delays(session=session, orders=[orders[o] for o in need_eta], now=now)
-    riders = _riders_of(session=session, orders=[orders[o] for o in need_eta if o not in eta_delays])
+    estimated = [orders[o] for o in need_eta if o not in eta_delays]
+    riders = _riders_of(session=session, orders=estimated)
+    world = session.get(WorldInfo, 1) if estimated else None
+    store_ids = sorted({o.store_id for o in estimated})
+    stores = {st.id: st for st in session.exec(select(Store).where(col(Store.id).in_(store_ids)))} if store_ids else {}
 
-    out: dict[str, OrderFeatures] = {}
+    store_factor: dict[str, float] = {}
+    out: dict[str, dict[str, Any]] = {}
     for oid in wanted:
-        order = orders.get(oid)
-        if order is None:
+        row = facts.get(oid)
+        if row is None:
             continue
-        store = stores[order.store_id]
-        factor = min(
-            weather_factor_at(weather, order.x, order.y),
-            weather_factor_at(weather, store.x, store.y),
-        )
+        if row.store_x is None:
+            raise KeyError(row.store_id)
+        if row.known_customer is None:
+            raise KeyError(row.customer_id)
+        if row.store_id not in store_factor:
+            store_factor[row.store_id] = weather_factor_at(weather, row.store_x, row.store_y)
+        factor = min(weather_factor_at(weather, row.x, row.y), store_factor[row.store_id])
         delay_source: DelaySource
         if oid in given:
             delay, delay_source = float(given[oid]), "argument"
         elif oid in eta_delays:
             delay, delay_source = eta_delays[oid], "eta_model"
         else:
+            order = orders[oid]
             delay = estimate_delay_minutes(
                 order=order,
-                store=store,
+                store=stores[order.store_id],
                 rider=riders.get(order.rider_id or ""),
                 world=world,
                 now=now,
                 speed_factor=factor,
             )
             delay_source = "estimate"
-        customer = customers[order.customer_id]
-        value = values[customer.id]
-        out[oid] = OrderFeatures(
-            order_id=oid,
-            customer_id=customer.id,
-            currency=order.currency,
-            features=CompensationFeatures(
-                delay_minutes=round(delay, 2),
-                order_value_cents=max(order.value_cents, 0),
-                customer_value_12m_cents=value.value_12m_cents,
-                tier=Tier(customer.tier),
-                repurchase_per_month=round(value.repurchase_per_month, 4),
-                complaints_count=customer.complaints_count,
-                compensations_count=customer.compensations_count,
-                refund_claims_count=customer.refund_claims_count,
-                weather_speed_factor=factor,
-                channel=order.channel or customer.channel,
-            ),
-            delay_source=delay_source,
-            value_source=value_source[customer.id],
-        )
-    return out, missing
+        value = values[row.customer_id]
+        out[oid] = {
+            "order_id": oid,
+            "customer_id": row.customer_id,
+            "currency": row.currency,
+            "features": {
+                "delay_minutes": round(delay, 2),
+                "order_value_cents": max(row.value_cents, 0),
+                "customer_value_12m_cents": value.value_12m_cents,
+                "tier": Tier(row.tier),
+                "repurchase_per_month": round(value.repurchase_per_month, 4),
+                "complaints_count": row.complaints_count,
+                "compensations_count": row.compensations_count,
+                "refund_claims_count": row.refund_claims_count,
+                "weather_speed_factor": factor,
+                "channel": row.channel or row.customer_channel,
+            },
+            "delay_source": delay_source,
+            "value_source": value_source[row.customer_id],
+        }
+    # one validation call in pydantic-core for every order (the same checks as a model per order)
+    return _ORDER_FEATURES.validate_python(out), missing
 
 
 def active_weather(*, session: Session, now: datetime) -> list[Weather]:

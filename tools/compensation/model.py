@@ -157,16 +157,28 @@ class CompensationModel:
         order_value = X[:, hist.FEATURES.index("order_value_cents")]
         cap = np.where(kinds == 2, np.minimum(order_value, hist.POLICY_CAP_CENTS), hist.POLICY_CAP_CENTS)
         amounts = hist.to_grid(raw, cap)
-        # shares and ranking for the whole batch at once; the per-row loop only assembles objects
-        total = np.abs(phi).sum(axis=1, keepdims=True)
-        shares = np.round(100.0 * np.abs(phi) / np.where(total > 0, total, 1.0), 1)
-        ranks = np.argsort(-np.abs(phi), axis=1, kind="stable")
+        # shares and ranking for the whole batch at once; the per-row loop only assembles objects.
+        # A stable sort of -|phi| puts the zero attributions last, so a row's nonzero features are
+        # the first ``nonzero`` of its ranking.
+        magnitude = np.abs(phi)
+        total = magnitude.sum(axis=1, keepdims=True)
+        shares = np.round(100.0 * magnitude / np.where(total > 0, total, 1.0), 1)
+        ranks = np.argsort(-magnitude, axis=1, kind="stable")
+        nonzero = np.count_nonzero(phi, axis=1)
         rows = []
-        for i, amount in enumerate(amounts.tolist()):
-            kind = hist.KINDS[int(kinds[i])] if amount > 0 else "none"
-            explanation = _explanation(
-                base, float(raw[i]), phi[i].tolist(), shares[i].tolist(), ranks[i].tolist(), amount, kind
-            )
+        columns = zip(
+            amounts.tolist(),
+            kinds.tolist(),
+            raw.tolist(),
+            phi.tolist(),
+            shares.tolist(),
+            ranks.tolist(),
+            nonzero.tolist(),
+            strict=True,
+        )
+        for amount, kind_index, prediction, phi_i, shares_i, ranks_i, nonzero_i in columns:
+            kind = hist.KINDS[int(kind_index)] if amount > 0 else "none"
+            explanation = _explanation(base, prediction, phi_i, shares_i, ranks_i[:nonzero_i], amount, kind)
             rows.append(
                 {"kind": kind, "amount_cents": amount, "explanation": explanation, "model_version": self.version}
             )
@@ -182,13 +194,13 @@ def _explanation(
     prediction: float,
     phi: list[float],
     shares: list[float],
-    ranks: list[int],
+    nonzero: list[int],
     amount: int,
     kind: str,
 ) -> dict[str, Any]:
+    """``nonzero``: the features with a nonzero attribution, largest first."""
     names = hist.FEATURES
     factors: list[dict[str, Any]] = []
-    nonzero = [j for j in ranks if phi[j] != 0.0]
     for j in nonzero[:TOP_FACTORS]:
         up = phi[j] > 0
         factors.append(

@@ -76,24 +76,26 @@ def quote_compensation(ctx: ToolContext, args: QuoteCompensationArgs) -> QuoteCo
     model = get_model()
     rows = list(found.values())
     quotes = model.quote([r.features for r in rows])
-    out = [
-        OrderQuote(
-            order_id=r.order_id,
-            customer_id=r.customer_id,
-            kind=q.kind,
-            amount_cents=q.amount_cents,
-            currency=r.currency,
-            explanation=q.explanation,
-            model_version=q.model_version,
-            features=r.features,
-            delay_source=r.delay_source,
-            value_source=r.value_source,
-        )
-        for r, q in zip(rows, quotes, strict=True)
-    ]
-    return QuoteCompensationResult(
-        quotes=out,
-        errors=[QuoteError(order_id=oid, error="not_found", message=msg) for oid, msg in missing.items()],
-        model_version=model.version,
-        total_cents=sum(q.amount_cents for q in out),
+    # the whole result in one validation call in pydantic-core; the quotes' models pass as they are
+    return QuoteCompensationResult.model_validate(
+        {
+            "quotes": [
+                {
+                    "order_id": r.order_id,
+                    "customer_id": r.customer_id,
+                    "kind": q.kind,
+                    "amount_cents": q.amount_cents,
+                    "currency": r.currency,
+                    "explanation": q.explanation,
+                    "model_version": q.model_version,
+                    "features": r.features,
+                    "delay_source": r.delay_source,
+                    "value_source": r.value_source,
+                }
+                for r, q in zip(rows, quotes, strict=True)
+            ],
+            "errors": [{"order_id": oid, "error": "not_found", "message": msg} for oid, msg in missing.items()],
+            "model_version": model.version,
+            "total_cents": sum(q.amount_cents for q in quotes),
+        }
     )

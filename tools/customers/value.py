@@ -28,8 +28,8 @@ from typing import Any
 import numpy as np
 import structlog
 from numpy.typing import NDArray
-from pydantic import BaseModel, ConfigDict
-from sqlalchemy import String, func, type_coerce
+from pydantic import BaseModel, ConfigDict, TypeAdapter
+from sqlalchemy import String, bindparam, func, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -71,6 +71,9 @@ class CustomerValue(BaseModel):
     currency: str = "USD"
     model_version: str
     model_source: str  # "world" or "cdnow-reference"
+
+
+_VALUES = TypeAdapter(dict[str, CustomerValue])
 
 
 @dataclass(frozen=True)
@@ -212,13 +215,20 @@ def _day(dt: datetime | str) -> int:
     return (dt - (_EPOCH if dt.tzinfo else _EPOCH_NAIVE)).days
 
 
+def _days(stamps: Sequence[datetime | str]) -> NDArray[np.int64]:
+    """``_day`` of each time; SQLite's text all at once (numpy parses the dates in C)."""
+    texts = [t for t in stamps if isinstance(t, str)]
+    if len(texts) == len(stamps):
+        return np.array([t[:10] for t in texts], dtype="datetime64[D]").astype(np.int64)
+    return np.fromiter((_day(t) for t in stamps), dtype=np.int64, count=len(stamps))
+
+
 def _summarise_rows(rows: Sequence[tuple[str, datetime | str, int]], now: datetime) -> tuple[list[str], Summary]:
-    ids = sorted({r[0] for r in rows})
+    cids, stamps, amounts = zip(*rows, strict=True) if rows else ((), (), ())
+    ids = sorted(set(cids))
     index = {cid: i for i, cid in enumerate(ids)}
-    keys = np.fromiter((index[r[0]] for r in rows), dtype=np.int64, count=len(rows))
-    days = np.fromiter((_day(r[1]) for r in rows), dtype=np.int64, count=len(rows))
-    amounts = np.fromiter((r[2] for r in rows), dtype=float, count=len(rows))
-    summary = summarise(keys, days, amounts, calibration_end=_day(now))
+    keys = np.fromiter((index[c] for c in cids), dtype=np.int64, count=len(cids))
+    summary = summarise(keys, _days(stamps), np.array(amounts, dtype=float), calibration_end=_day(now))
     return [ids[k] for k in summary.customer_keys.tolist()], summary
 
 
@@ -327,14 +337,47 @@ def clear_world_caches() -> None:
     _values.clear()
 
 
+# What any change to the purchase table moves: a purchase loaded, appended or removed moves the
+# count, a re-priced one the sum, a re-dated first or last one the range. Over the whole table, not
+# only the purchases up to `now`: a pass without a comparison per row, and a change after `now` costs
+# a recomputation, never a stale answer. The world row (identity, currency) comes in the same
+# statement. Built once: the statement cache then finds it without a walk of a new select.
+_purchase_probe = sa_select(
+    func.count().label("n"),
+    func.coalesce(func.sum(col(Purchase.amount_cents)), 0).label("total"),
+    func.min(_PURCHASED_AT).label("first"),
+    func.max(_PURCHASED_AT).label("last"),
+).subquery()
+_VALUES_KEY = (
+    sa_select(
+        *_purchase_probe.c,
+        col(WorldInfo.name),
+        col(WorldInfo.source),
+        col(WorldInfo.seed),
+        type_coerce(col(WorldInfo.epoch), String),
+        col(WorldInfo.currency),
+    )
+    .select_from(_purchase_probe)
+    .outerjoin(WorldInfo, col(WorldInfo.id) == 1)
+)
+_KNOWN = sa_select(col(Customer.id)).where(col(Customer.id).in_(bindparam("ids", expanding=True)))
+# on the table's columns, not the ORM's: the rows come back as the driver's tuples (an ORM row per
+# purchase was a third of a cold call); the ORM's autoflush is then the caller's (customer_values)
+_purchase = Purchase.__table__  # type: ignore[attr-defined]
+_HISTORIES = sa_select(
+    _purchase.c.customer_id, type_coerce(_purchase.c.purchased_at, String), _purchase.c.amount_cents
+).where(
+    _purchase.c.customer_id.in_(bindparam("ids", expanding=True)),
+    _purchase.c.purchased_at <= bindparam("now"),
+)
+
+
 def _values_key(session: Session, now: datetime) -> tuple[Any, ...]:
-    """What a customer's value depends on besides their id: the database, the world, the histories up
-    to ``now`` (the same aggregates the fit's content key uses: any purchase loaded, appended, removed
-    or re-priced changes them) and ``now`` itself."""
-    world = session.get(WorldInfo, 1)
-    world_key = None if world is None else (world.name, world.source, world.seed, str(world.epoch), world.currency)
+    """What a customer's value depends on besides their id: the database, the world, the histories
+    (any purchase loaded, appended, removed or re-priced changes the key) and ``now`` itself."""
     bind = session.get_bind()
-    return (str(getattr(bind, "url", "")), id(bind), *_content_key(session, now, world_key), now.isoformat())
+    probe = session.execute(_VALUES_KEY).one()
+    return (str(getattr(bind, "url", "")), id(bind), *(str(v) for v in probe), now.isoformat())
 
 
 def customer_values(*, session: Session, customer_ids: list[str], now: datetime) -> dict[str, CustomerValue]:
@@ -345,8 +388,7 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
         return {}
     known: list[str] = []
     for start in range(0, len(wanted), _CHUNK):
-        chunk = wanted[start : start + _CHUNK]
-        known.extend(session.exec(select(Customer.id).where(col(Customer.id).in_(chunk))).all())
+        known.extend(session.execute(_KNOWN, {"ids": wanted[start : start + _CHUNK]}).scalars())
     if not known:
         return {}
     key = _values_key(session, now)
@@ -365,20 +407,15 @@ def _compute_values(*, session: Session, customer_ids: list[str], now: datetime)
     and the population model only, so any subset gives the same per-customer answer)."""
     known = customer_ids
     rows: list[tuple[str, datetime | str, int]] = []
+    if session.autoflush:  # as an ORM statement would: pending purchases are part of the history
+        session.flush()
     for start in range(0, len(known), _CHUNK):
-        chunk = known[start : start + _CHUNK]
-        rows.extend(
-            session.exec(  # type: ignore[call-overload]
-                select(Purchase.customer_id, _PURCHASED_AT, Purchase.amount_cents).where(
-                    col(Purchase.customer_id).in_(chunk), col(Purchase.purchased_at) <= now
-                )
-            ).all()
-        )
+        rows.extend(session.execute(_HISTORIES, {"ids": known[start : start + _CHUNK], "now": now}).all())
     model = population_model(session=session, now=now)
     version = model.version
     world = session.get(WorldInfo, 1)
     currency = world.currency if world is not None else "USD"
-    out: dict[str, CustomerValue] = {}
+    out: dict[str, dict[str, Any]] = {}
     if rows:  # customers whose purchases are all after `now` fall through to "no purchases"
         ids, summary = _summarise_rows(rows, now)
         purchases, alive, spend = model.predict(summary.frequency, summary.recency, summary.T, summary.monetary)
@@ -396,42 +433,43 @@ def _compute_values(*, session: Session, customer_ids: list[str], now: datetime)
         )
         for cid, n12, amt, alv, freq, rec, tenure, monetary in cols:
             value = int(round(n12 * amt))
-            out[cid] = CustomerValue(
-                customer_id=cid,
-                tier=tier_for_value(value, model.tier_cuts_cents),
-                expected_purchases_12m=round(n12, 4),
-                expected_value_12m_cents=value,
-                p_alive=round(alv, 4),
-                repurchase_per_month=round(n12 / 12.0, 4),
-                frequency=int(freq),
-                recency_days=round(rec * 7.0, 2),
-                tenure_days=round(tenure * 7.0, 2),
-                avg_order_cents=int(round(monetary)),
-                expected_order_cents=int(round(amt)),
-                currency=currency,
-                model_version=version,
-                model_source=model.source,
-            )
+            out[cid] = {
+                "customer_id": cid,
+                "tier": tier_for_value(value, model.tier_cuts_cents),
+                "expected_purchases_12m": round(n12, 4),
+                "expected_value_12m_cents": value,
+                "p_alive": round(alv, 4),
+                "repurchase_per_month": round(n12 / 12.0, 4),
+                "frequency": int(freq),
+                "recency_days": round(rec * 7.0, 2),
+                "tenure_days": round(tenure * 7.0, 2),
+                "avg_order_cents": int(round(monetary)),
+                "expected_order_cents": int(round(amt)),
+                "currency": currency,
+                "model_version": version,
+                "model_source": model.source,
+            }
     missing = [cid for cid in known if cid not in out]
     if missing:
         new_purchases = float(expected_purchases_new(model.bgnbd, WEEKS_12M))
         mean_spend = model.gamma_gamma.population_mean
         value = int(round(new_purchases * mean_spend))
         for cid in missing:
-            out[cid] = CustomerValue(
-                customer_id=cid,
-                tier=tier_for_value(value, model.tier_cuts_cents),
-                expected_purchases_12m=round(new_purchases, 4),
-                expected_value_12m_cents=value,
-                p_alive=1.0,
-                repurchase_per_month=round(new_purchases / 12.0, 4),
-                frequency=0,
-                recency_days=0.0,
-                tenure_days=0.0,
-                avg_order_cents=0,
-                expected_order_cents=int(round(mean_spend)),
-                currency=currency,
-                model_version=version,
-                model_source=model.source,
-            )
-    return out
+            out[cid] = {
+                "customer_id": cid,
+                "tier": tier_for_value(value, model.tier_cuts_cents),
+                "expected_purchases_12m": round(new_purchases, 4),
+                "expected_value_12m_cents": value,
+                "p_alive": 1.0,
+                "repurchase_per_month": round(new_purchases / 12.0, 4),
+                "frequency": 0,
+                "recency_days": 0.0,
+                "tenure_days": 0.0,
+                "avg_order_cents": 0,
+                "expected_order_cents": int(round(mean_spend)),
+                "currency": currency,
+                "model_version": version,
+                "model_source": model.source,
+            }
+    # one validation call in pydantic-core for every customer (the same checks as a model each)
+    return _VALUES.validate_python(out)
