@@ -47,6 +47,7 @@ from sqlmodel import Session, col, select, update
 from agent.checkpoint import open_checkpointer
 from agent.context import RunContext
 from agent.execute import AfterCommit, list_executed
+from agent.gc_pause import paused_collection
 from agent.graph import compile_graph
 from agent.incidents import IngestResult, incident_event_ids, ingest_events
 from agent.lease import LeaseKeeper, LeaseLost
@@ -162,7 +163,7 @@ class AgentRuntime:
         # between nodes the run checks that this process still holds the incident's lease
         incident_id = incident_of(thread_id)
         assert self.leases is not None
-        with bind_incident(incident_id, thread_id):
+        with bind_incident(incident_id, thread_id), paused_collection():
             for _ in self.graph.stream(
                 value,
                 self.config(thread_id),
@@ -176,7 +177,7 @@ class AgentRuntime:
     # --- the facade -------------------------------------------------------------------------------
 
     def ingest(self, events: Iterable[ExceptionEvent]) -> list[IngestResult]:
-        with session_scope(self.engine) as s:
+        with paused_collection(), session_scope(self.engine) as s:
             return ingest_events(
                 session=s, events=list(events), now=self.clock.now(), window_s=self.settings.correlation_window_s
             )
