@@ -87,7 +87,11 @@ def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> np.ndarra
     sy = np.array([o.store_y for o in orders], dtype=float)
     ready = np.array([o.ready for o in orders], dtype=float)
     direct = _tt(np.hypot(xs - sx, ys - sy), speed)
-    between = _tt(np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :]), speed)
+    # travel between drop-offs only for same-store pairs (the only ones that may bundle): a storm's
+    # ~240 orders spread over many stores, so most of the n x n matrix would never be read
+    ii, jj = np.nonzero(store[:, None] == store[None, :])
+    between = np.full((n, n), np.inf)
+    between[ii, jj] = _tt(np.hypot(xs[ii] - xs[jj], ys[ii] - ys[jj]), speed)
     # detour of serving j right after i instead of going to j directly (the better order of the two)
     detour = direct[:, None] + between - direct[None, :]
     detour = np.minimum(detour, detour.T)
@@ -171,10 +175,17 @@ def build_columns(
         latest_ready = ready[mem].max(axis=1)  # (nb,)
         to_first = to_store[:, first]  # (R, nb)
         pick = np.maximum(start[:, None] + to_first + ps / 2, latest_ready[None, :])  # (R, nb)
-        late = np.maximum(pick[:, :, None, None] + (delta - promise[seq])[None], 0.0)  # (R, nb, P, m)
-        c = late.sum(axis=3)
-        if params.late_order_weight:
-            c += params.late_order_weight * (late > 0).sum(axis=3)
+        # lateness summed over the bundle's stops one stop at a time (R, nb, P): no (R, nb, P, m) array
+        slack = delta - promise[seq]  # (nb, P, m)
+        c = np.zeros(pick.shape + (len(perms),))
+        n_late = np.zeros(c.shape, dtype=np.int64) if params.late_order_weight else None
+        for k in range(m):
+            late = np.maximum(pick[:, :, None] + slack[None, :, :, k], 0.0)
+            c += late
+            if n_late is not None:
+                n_late += late > 0
+        if n_late is not None:
+            c += params.late_order_weight * n_late
         c += params.travel_weight * (to_first[:, :, None] + route[None, :, :])
         best = c.argmin(axis=2)  # (R, nb)
         best_cost = np.take_along_axis(c, best[:, :, None], axis=2)[:, :, 0]
@@ -191,7 +202,13 @@ def build_columns(
     rows = np.repeat(np.arange(b_count), MAX_SIZE)
     flat = members.ravel()
     incidence[rows[flat >= 0], flat[flat >= 0]] = True
-    index = {tuple(row[:s]): b for b, (row, s) in enumerate(zip(members.tolist(), size.tolist(), strict=True))}
+    # sorted member tuple -> bundle, built per size block (bundles are ordered by size)
+    index: dict[tuple[int, ...], int] = {}
+    lo = 0
+    for m in range(1, MAX_SIZE + 1):
+        hi = lo + int((size == m).sum())
+        index.update(zip(zip(*members[lo:hi, :m].T.tolist(), strict=True), range(lo, hi), strict=True))
+        lo = hi
     return Columns(
         members=members,
         size=size,

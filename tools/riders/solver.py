@@ -76,25 +76,43 @@ class _Search:
         self.members = [tuple(row[:s]) for row, s in zip(cols.members.tolist(), cols.size.tolist(), strict=True)]
         self.inc_t = np.ascontiguousarray(cols.incidence.T)  # (N, B)
         r_count, n = self.ben.shape[0], self.inc_t.shape[0]
+        b_count = self.inc_t.shape[1]
         self.choice = np.full(r_count, -1, dtype=np.int64)
-        self.owner = np.full(n, -1, dtype=np.int64)
-        self.inc_i = self.inc_t.astype(np.int16)
-        self._held: dict[int, np.ndarray] = {}
-        self._zero = np.zeros(self.inc_t.shape[1], dtype=np.int16)
+        # order -> rider holding it; one slot more, always -1, that the padding of ``mem_pad`` points at
+        self._owner_ext = np.full(n + 1, -1, dtype=np.int64)
+        self.owner = self._owner_ext[:n]
+        self.mem_pad = np.where(cols.members >= 0, cols.members, n)  # (B, 3)
+        # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero
+        self._inc_ext = np.zeros((n + 1, b_count), dtype=np.int16)
+        self._inc_ext[:n] = self.inc_t
+        self._held = np.zeros((b_count + 1, b_count), dtype=np.int16)
+        self._have = np.zeros(b_count + 1, dtype=bool)
+        self._have[b_count] = True
         # kept up to date by set(): the chosen bundles are disjoint, so their held() vectors add up
         # to counts() without summing the incidence rows of every held order again
-        self.cnt = np.zeros(self.inc_t.shape[1], dtype=np.int16)
+        self.cnt = np.zeros(b_count, dtype=np.int16)
         # each rider's best column anywhere: an upper bound that lets moves skip what cannot gain
         self.best = self.ben.max(axis=1, initial=-np.inf) if self.ben.size else np.full(r_count, -np.inf)
+        # set() counts changes; a move that looked at rider r and found nothing remembers the count,
+        # and is not tried for r again until something changed (the same state gives the same answer)
+        self.version = 0
+        self._idle_at = {move: np.full(r_count, -1, dtype=np.int64) for move in ("relocate", "eject")}
+
+    def held_rows(self, bs: np.ndarray) -> np.ndarray:
+        """(len(bs), B): for each bundle of ``bs`` (-1: none), how many orders each bundle shares with it."""
+        need = bs[~self._have[bs]]
+        if need.size:
+            need = np.unique(need)
+            self._held[need] = self._inc_ext[self.mem_pad[need]].sum(axis=1, dtype=np.int16)
+            self._have[need] = True
+        return self._held[bs]
 
     def held(self, b: int) -> np.ndarray:
         """(B,) how many orders each bundle shares with bundle b (zeros for no bundle)."""
-        if b < 0:
-            return self._zero
-        h = self._held.get(b)
-        if h is None:
-            h = self._held[b] = self.inc_i[list(self.members[b])].sum(axis=0, dtype=np.int16)
-        return h
+        if not self._have[b]:
+            self._held[b] = self._inc_ext[self.mem_pad[b]].sum(axis=0, dtype=np.int16)
+            self._have[b] = True
+        return self._held[b]
 
     def counts(self) -> np.ndarray:
         """(B,) how many of each bundle's orders some rider holds."""
@@ -105,6 +123,7 @@ class _Search:
         return float(sum(self.ben[r, b] for r, b in enumerate(self.choice) if b >= 0))
 
     def set(self, r: int, b: int) -> None:
+        self.version += 1
         cur = int(self.choice[r])
         if cur >= 0:
             self.owner[list(self.members[cur])] = -1
@@ -118,9 +137,12 @@ class _Search:
     def relocate(self, max_passes: int = 6) -> bool:
         """Each rider moves to its best column free of other riders' orders."""
         moved_any = False
+        idle_at = self._idle_at["relocate"]
         for _ in range(max_passes):
             moved = False
             for r in range(self.ben.shape[0]):
+                if idle_at[r] == self.version:
+                    continue  # nothing changed since r last found no better column
                 cur = int(self.choice[r])
                 cur_val = self.ben[r, cur] if cur >= 0 else 0.0
                 if self.best[r] <= max(cur_val, 0.0) + 1e-6:
@@ -130,6 +152,8 @@ class _Search:
                 if cand[best] > max(cur_val, 0.0) + 1e-6:
                     self.set(r, best)
                     moved = moved_any = True
+                else:
+                    idle_at[r] = self.version
             if not moved:
                 break
         return moved_any
@@ -171,38 +195,41 @@ class _Search:
         order of r's benefit, and applies the first that gains (all ``top`` are costed in one array
         operation: nothing changes between them until a move is applied)."""
         improved = False
+        idle_at = self._idle_at["eject"]
         for r in range(self.ben.shape[0]):
+            if idle_at[r] == self.version:
+                continue  # nothing changed since r last found no gaining ejection
+            idle_at[r] = self.version
             cur = int(self.choice[r])
             cur_val = self.ben[r, cur] if cur >= 0 else 0.0
             cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
             if len(cand) == 0:
                 continue
             cand = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
-            moves: list[tuple[int, int]] = []  # (column for r, the one rider q it clashes with)
-            for b in cand.tolist():
-                others = {int(self.owner[i]) for i in self.members[b]} - {-1, r}
-                if len(others) == 1:
-                    moves.append((b, others.pop()))
-                    if len(moves) >= top:
-                        break
-            if not moves:
+            # the columns clashing with exactly one other rider q: the riders holding each candidate's
+            # orders (-1: nobody, r itself counts as nobody), one distinct owner left
+            owners = self._owner_ext[self.mem_pad[cand]]  # (C, 3)
+            owners[owners == r] = -1
+            first = owners.max(axis=1)
+            only = (first >= 0) & (np.where(owners >= 0, owners, first[:, None]) == first[:, None]).all(axis=1)
+            pick = np.nonzero(only)[0][:top]
+            if len(pick) == 0:
                 continue
-            bs = [b for b, _ in moves]
-            qs = [q for _, q in moves]
-            qcurs = [int(self.choice[q]) for q in qs]
+            bs, qs = cand[pick], first[pick]
+            qcurs = self.choice[qs]  # q holds an order, so it has a column
             # q may use columns free of every order held by riders other than q and r, and of b
             base = self.cnt - self.held(cur)
-            clash = base[None, :] - np.stack([self.held(qc) for qc in qcurs]) + np.stack([self.held(b) for b in bs])
+            clash = base[None, :] - self.held_rows(qcurs) + self.held_rows(bs)
             qvals = np.where(clash > 0, -np.inf, self.ben[qs])
             qbest = np.argmax(qvals, axis=1)
-            qnew = np.maximum(qvals[np.arange(len(moves)), qbest], 0.0)
-            qcur_val = np.array([self.ben[q, qc] for q, qc in zip(qs, qcurs, strict=True)])
+            qnew = np.maximum(qvals[np.arange(len(pick)), qbest], 0.0)
+            qcur_val = self.ben[qs, qcurs]
             gain = self.ben[r, bs] - cur_val + qnew - qcur_val
             hits = np.nonzero(gain > 1e-6)[0]
             if len(hits) == 0:
                 continue
             k = int(hits[0])
-            b, q, qb = bs[k], qs[k], int(qbest[k])
+            b, q, qb = int(bs[k]), int(qs[k]), int(qbest[k])
             self.set(q, -1)
             self.set(r, b)
             self.set(q, qb if qvals[k, qb] > 0 else -1)
