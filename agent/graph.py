@@ -226,7 +226,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             else:
                 status[str(step.index)] = StepStatus.approved.value
         asking = [st for st in plan.steps if status[str(st.index)] == StepStatus.pending_approval.value]
-        dumped = {str(i): v.model_dump(mode="json") for i, v in verdicts.items()}
+        dumped = _dump_verdicts(verdicts)
         step_dumps = {d["index"]: d for d in thread_plan_dump(state, runtime, plan).get("steps", [])}
         request_id = None
         if asking:
@@ -282,6 +282,24 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     # the verdicts are in the Incident row and the verdict record; the state (checkpointed after every
     # node) keeps the statuses only
     return {"step_status": status, "request_id": request_id}
+
+
+def _dump_verdicts(verdicts: dict[int, Any]) -> dict[str, Any]:
+    """Each verdict as ``model_dump(mode="json")``, by step index (a string). Verdicts without reasons
+    (most of a storm's: allow, with the policy version) are dumped once per distinct value; the dumps
+    are only serialised afterwards, never changed."""
+    out: dict[str, Any] = {}
+    plain: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for i, v in verdicts.items():
+        if v.reasons:
+            out[str(i)] = v.model_dump(mode="json")
+            continue
+        key = (v.decision.value, v.policy_version, v.approvals_required)
+        d = plain.get(key)
+        if d is None:
+            d = plain[key] = v.model_dump(mode="json")
+        out[str(i)] = d
+    return out
 
 
 def _count(status: dict[str, str]) -> dict[str, int]:

@@ -16,7 +16,6 @@ import orjson
 from sqlalchemy import Text, or_, text, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.orm.attributes import set_committed_value
 from sqlmodel import Session, col, select
 
 from audit.chain import GENESIS, quantize, record_hash
@@ -146,11 +145,10 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     texts = {k: json_text(json_values[k]) for k in JSON_FIELDS}
     digest = record_hash({**values, **texts})
     canonical: dict[str, Any] = {k: CanonicalText(t) for k, t in texts.items()}
-    row = DecisionRecord(**values, **canonical, record_hash=digest)
-    session.add(row)
-    session.flush()
-    for k in JSON_FIELDS:  # the caller's object holds the data, not its text (no new write)
-        set_committed_value(row, k, json_values[k])
+    # a Core insert (the ORM's unit of work for one object cost more than the hashing); the record
+    # returned is not attached to the session and holds the caller's data, not its text
+    session.execute(DecisionRecord.__table__.insert(), {**values, **canonical, "record_hash": digest})  # type: ignore[attr-defined]
+    row = DecisionRecord(**values, **json_values, record_hash=digest)
     if tail is not None and tail[2] is not None and str(tail[2]) == texts["subjects"]:
         # the same subjects as the record before (the stored canonical texts are equal): its rows serve
         session.execute(

@@ -112,7 +112,13 @@ def create_approval_request(
         confidence=min(s.confidence for s in queued),
         policy_version=verdicts[queued[0].index].policy_version,
         risk_reasons=[
-            {"step_index": s.index, **r.model_dump(mode="json")} for s in queued for r in verdicts[s.index].reasons
+            {"step_index": s.index, **r}
+            for s in queued
+            for r in (
+                verdict_dumps[s.index]["reasons"]
+                if verdict_dumps is not None
+                else [r.model_dump(mode="json") for r in verdicts[s.index].reasons]
+            )
         ],
         explanation=explanation or {},
         incident_order_ids=scope,
