@@ -187,7 +187,7 @@ class ChatEngine:
                 for f in factors[:4]
             )
             lines.append(f"The amount came from the compensation model; the main factors were: {top}.")
-        approvers = sorted({str(_get(r, "approver_id")) for r in records if _get(r, "approver_id")})
+        approvers = _comp_approvers(records, order_id)
         if approvers:
             lines.append("Approved by: " + ", ".join(approvers) + ".")
         elif executions:
@@ -407,6 +407,33 @@ def _mentions_comp(record: Any) -> bool:
     steps = _get(record, "steps") or []
     text = json.dumps(steps, default=str) + json.dumps(_get(record, "result") or {}, default=str)
     return "compensation" in text
+
+
+def _comp_approvers(records: list[Any], order_id: str) -> list[str]:
+    """Who approved (or edited and approved) a compensation step for ``order_id``: the decision records
+    on the index of such a step in its incident's proposals, not every approver of the incident (a
+    storm's records name all its orders, and a supervisor who approved a refund for another order did
+    not approve this one)."""
+    comp_steps: set[tuple[Any, Any]] = set()
+    for r in records:
+        if _stage(r) != "proposal":
+            continue
+        for step in _get(r, "steps") or []:
+            if isinstance(step, dict) and step.get("tool") == "issue_compensation":
+                if (step.get("args") or {}).get("order_id") == order_id:
+                    comp_steps.add((_get(r, "incident_id"), step.get("index")))
+    out: set[str] = set()
+    for r in records:
+        if _stage(r) != "decision" or not _get(r, "approver_id"):
+            continue
+        for step in _get(r, "steps") or []:
+            if (
+                isinstance(step, dict)
+                and step.get("decision") in ("approve", "edit")
+                and (_get(r, "incident_id"), step.get("index")) in comp_steps
+            ):
+                out.add(str(_get(r, "approver_id")))
+    return sorted(out)
 
 
 def _shap_from_records(records: list[Any], order_id: str) -> list[dict[str, Any]]:

@@ -62,12 +62,17 @@ def _bounded_int(text: str, low: int, high: int | None) -> int:
 def main(argv: list[str] | None = None) -> int:
     from sqlalchemy.exc import ArgumentError, NoSuchModuleError, OperationalError
 
+    from tools.db import MissingDatabase
+
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
         rc = args.func(args)
     except (ArgumentError, NoSuchModuleError) as exc:  # a database URL that is not one
         print(f"orderagent: not a usable database URL: {exc}", file=sys.stderr)
+        return 2
+    except MissingDatabase as exc:  # a command that reads a database pointed at none
+        print(f"orderagent: {exc}", file=sys.stderr)
         return 2
     except OperationalError as exc:  # a database that is not there or not reachable
         print(f"orderagent: the database cannot be used: {str(exc.orig or exc).strip()}", file=sys.stderr)

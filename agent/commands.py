@@ -77,10 +77,10 @@ def cmd_token_list(args: argparse.Namespace) -> int:
     from sqlmodel import Session
 
     from agent.api.service import list_tokens
-    from tools.db import get_engine
+    from tools.db import existing_engine
     from tools.models import aware
 
-    with Session(get_engine()) as session:
+    with Session(existing_engine()) as session:
         for t in list_tokens(session=session):
             state = "revoked" if t.revoked else "active"
             role = getattr(t.role, "value", t.role)
@@ -91,9 +91,9 @@ def cmd_token_list(args: argparse.Namespace) -> int:
 
 def cmd_token_revoke(args: argparse.Namespace) -> int:
     from agent.api.service import revoke_token
-    from tools.db import get_engine, session_scope
+    from tools.db import existing_engine, session_scope
 
-    with session_scope(get_engine()) as session:
+    with session_scope(existing_engine()) as session:
         found = revoke_token(session=session, token_id=args.token_id)
     if not found:
         sys.stderr.write(f"no token with id {args.token_id}\n")

@@ -28,7 +28,11 @@ def add_commands(sub: Any) -> None:
     run = isub.add_parser("run", help="generate a preset world, ingest its events, run the incident")
     run.add_argument("--preset", default="storm", choices=["small", "storm", "large"])
     run.add_argument("--seed", type=non_negative_int, default=None, help="world seed (default: settings.seed)")
-    run.add_argument("--db", default=None, help="database URL (default: a fresh SQLite file under var/)")
+    run.add_argument(
+        "--db",
+        default=None,
+        help="URL of a new database (refused if it holds a world; default: a fresh SQLite file under var/)",
+    )
     run.add_argument("--planner", default=None, choices=["playbook", "llm", "greedy", "noop"])
     run.add_argument("--json", action="store_true", help="print one JSON document")
     run.set_defaults(func=run_command)
@@ -38,12 +42,20 @@ def run_command(args: argparse.Namespace) -> int:
     from audit.logging import configure_logging
 
     configure_logging(stream=sys.stderr)  # stdout carries only the result (JSON stays parseable)
-    result = run_preset(preset=args.preset, seed=args.seed, db_url=args.db, planner=args.planner)
+    try:
+        result = run_preset(preset=args.preset, seed=args.seed, db_url=args.db, planner=args.planner)
+    except WorldExists as exc:
+        sys.stderr.write(f"orderagent: {exc}\n")
+        return 2
     if args.json:
         sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
     else:
         print_human(result)
     return 0 if not result.get("error") else 1
+
+
+class WorldExists(RuntimeError):
+    """``--db`` names a database that holds a world already: a preset is never generated over it."""
 
 
 def run_preset(
@@ -54,6 +66,7 @@ def run_preset(
     from agent.warmup import freeze_warm_heap, warm_models
     from tools.clock import FakeClock
     from tools.db import init_db, make_engine, session_scope
+    from tools.models import WorldInfo
     from tools.service import world_now
     from tools.world.generate import generate_world
 
@@ -67,6 +80,10 @@ def run_preset(
     engine = make_engine(db_url)
     init_db(engine)
     with session_scope(engine) as s:
+        if s.get(WorldInfo, 1) is not None:
+            # a service's database, or an earlier run's: generating into it would mix two worlds
+            engine.dispose()
+            raise WorldExists(f"{_redact(db_url)} holds a world already; give a new database or omit --db")
         world = generate_world(session=s, preset=preset, seed=seed)
     with session_scope(engine) as s:
         now = world_now(session=s)

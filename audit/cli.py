@@ -10,6 +10,8 @@ from sqlmodel import Session
 
 
 def add_commands(subparsers: Any) -> None:
+    from agent.cli import positive_int
+
     audit = subparsers.add_parser("audit", help="verify and read the hash-chained decision records")
     sub = audit.add_subparsers(dest="audit_command", required=True)
 
@@ -27,16 +29,16 @@ def add_commands(subparsers: Any) -> None:
     show.set_defaults(func=cmd_show)
 
     bench = sub.add_parser("bench", help="time chain verification over synthetic records")
-    bench.add_argument("-n", type=int, default=100_000)
-    bench.add_argument("--repeats", type=int, default=3)
+    bench.add_argument("-n", type=positive_int, default=100_000, help="records to verify")
+    bench.add_argument("--repeats", type=positive_int, default=3)
     bench.add_argument("--json", action="store_true")
     bench.set_defaults(func=cmd_bench)
 
 
 def _session(url: str | None) -> Session:
-    from tools.db import get_engine
+    from tools.db import existing_engine
 
-    return Session(get_engine(url), expire_on_commit=False)
+    return Session(existing_engine(url), expire_on_commit=False)
 
 
 def cmd_verify(args: argparse.Namespace) -> int:

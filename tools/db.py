@@ -286,6 +286,24 @@ def session_scope(engine: Engine) -> Iterator[Session]:
 _engines: dict[str, Engine] = {}
 
 
+class MissingDatabase(LookupError):
+    """A command that reads what a database holds was pointed at an SQLite file that does not exist
+    (opening it would create an empty database and report on nothing)."""
+
+
+def existing_engine(url: str | None = None) -> Engine:
+    """``get_engine`` for a database that must exist already: raises MissingDatabase for an SQLite
+    URL naming a file that is not there (a mistyped path must not verify an empty chain as ok)."""
+    from agent.settings import get_settings
+
+    url = url or get_settings().database_url
+    if url.startswith("sqlite"):
+        path = url.split("///", 1)[-1]
+        if path not in ("", ":memory:") and not Path(path).exists():
+            raise MissingDatabase(f"no database at {path}")
+    return get_engine(url)
+
+
 def get_engine(url: str | None = None) -> Engine:
     """The process-wide engine for a URL (default: settings.database_url), tables created."""
     from agent.settings import get_settings

@@ -27,3 +27,6 @@ def test_storm_run_json(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> N
     assert pending and pending["count"] == sum(1 for s in out["steps"] if s["status"] == "pending_approval")
     assert out["executed"] > 0 and out["elapsed_ms"] > 0 and out["total_ms"] >= out["elapsed_ms"]
     assert out["database"] == url
+    # the same database again: it holds a world, so nothing is generated over it
+    assert main(["incident", "run", "--preset", "small", "--db", url]) == 2
+    assert "holds a world already" in capsys.readouterr().err

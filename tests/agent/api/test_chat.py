@@ -187,3 +187,37 @@ def test_questions_about_open_incidents_open_nothing_and_ids_end_before_punctuat
         assert "Opened" not in ask(api, question)[0]
     assert events() == before
     assert "I found no order" not in ask(api, "status of order O2.")[0]
+
+
+def test_why_compensated_names_only_the_approvers_of_that_orders_compensation() -> None:
+    from agent.chat import _comp_approvers
+
+    def comp(index: int, order: str) -> dict:
+        return {"index": index, "tool": "issue_compensation", "args": {"order_id": order, "amount_cents": 900}}
+
+    proposal = {
+        "stage": "proposal",
+        "incident_id": "inc-1",
+        "steps": [comp(0, "o1"), comp(1, "o2"), {"index": 2, "tool": "cancel_order", "args": {"order_id": "o1"}}],
+    }
+
+    def decision(index: int, who: str, kind: str = "approve", incident: str = "inc-1") -> dict:
+        return {
+            "stage": "decision",
+            "incident_id": incident,
+            "approver_id": who,
+            "steps": [{"index": index, "decision": kind}],
+        }
+
+    records = [
+        proposal,
+        decision(0, "sup-a"),
+        decision(0, "sup-b", "edit"),
+        decision(1, "sup-c"),  # another order's refund
+        decision(2, "sup-d"),  # the cancellation of the same order, not its compensation
+        decision(0, "sup-e", "reject"),
+        decision(0, "sup-f", incident="inc-2"),  # step 0 of another incident
+    ]
+    assert _comp_approvers(records, "o1") == ["sup-a", "sup-b"]
+    assert _comp_approvers(records, "o2") == ["sup-c"]
+    assert _comp_approvers(records, "o3") == []

@@ -111,7 +111,26 @@ def test_cli_input_errors_are_messages_and_exit_2_not_tracebacks(
     assert "no incident 'inc-nope'" in capsys.readouterr().err
     assert main(["eval", "--suite", "gate", "--baselines", "greedy,bogus"]) == 2
     assert "unknown baseline(s) bogus" in capsys.readouterr().err
-    for argv in (["eval", "--trials", "0"], ["serve", "--port", "99999"], ["incident", "run", "--seed", "-1"]):
+    # commands that read a database refuse a missing SQLite file instead of creating an empty one
+    missing = tmp_path / "typo.db"
+    assert main(["audit", "verify", "--database-url", f"sqlite:///{missing}"]) == 2
+    assert f"no database at {missing}" in capsys.readouterr().err
+    assert main(["audit", "show", "--incident", "inc-1", "--database-url", f"sqlite:///{missing}"]) == 2
+    monkeypatch.setenv("DATABASE_URL", f"sqlite:///{missing}")
+    get_settings.cache_clear()
+    try:
+        assert main(["token", "list"]) == 2 and main(["token", "revoke", "1"]) == 2
+    finally:
+        monkeypatch.delenv("DATABASE_URL")
+        get_settings.cache_clear()
+    assert not missing.exists()
+    for argv in (
+        ["eval", "--trials", "0"],
+        ["serve", "--port", "99999"],
+        ["incident", "run", "--seed", "-1"],
+        ["audit", "bench", "-n", "0"],
+        ["audit", "bench", "--repeats", "0"],
+    ):
         with pytest.raises(SystemExit) as exc:
             main(argv)
         assert exc.value.code == 2
