@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any, cast
 
-from sqlmodel import Session, col, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col
 
 from tools.base import ToolContext, ToolError, tool
+from tools.db import in_values
 from tools.models import Order, WorldInfo, aware
 from tools.riders.models import (
     PlannedAssignment,
@@ -14,12 +17,10 @@ from tools.riders.models import (
     PlanReassignmentResult,
     UnassignedOrder,
 )
-from tools.riders.service import PLANNABLE, is_available, solver_input
+from tools.riders.service import PLAN_ORDER_COLUMNS, PLANNABLE, PlanOrder, is_available, solver_input
 from tools.riders.solver import solve_assignment
 from tools.service import get_rider, get_world, list_orders, list_riders
 from tools.state_machine import NotFound, OrderStatus
-
-_CHUNK = 900  # ids per IN (...) list: well under SQLite's bound-parameter limit
 
 
 @tool(args=PlanReassignmentArgs, result=PlanReassignmentResult, writes=False, family="riders")
@@ -34,7 +35,7 @@ def plan_reassignment(ctx: ToolContext, args: PlanReassignmentArgs) -> PlanReass
     session = ctx.session
     world = get_world(session=session)
     now = ctx.now
-    orders: list[Order] = []
+    orders: list[PlanOrder | Order] = []
     skipped: list[UnassignedOrder] = []
     if args.order_ids:
         wanted = list(dict.fromkeys(args.order_ids))
@@ -95,19 +96,16 @@ def plan_reassignment(ctx: ToolContext, args: PlanReassignmentArgs) -> PlanReass
     )
 
 
-def _load_orders(session: Session, ids: list[str]) -> dict[str, Order]:
-    """The orders by id in a few IN (...) queries instead of one look-up per id (a storm asks ~240)."""
-    out: dict[str, Order] = {}
-    for start in range(0, len(ids), _CHUNK):
-        chunk = ids[start : start + _CHUNK]
-        out.update({o.id: o for o in session.exec(select(Order).where(col(Order.id).in_(chunk)))})
-    return out
+def _load_orders(session: Session, ids: list[str]) -> dict[str, PlanOrder]:
+    """The orders by id, the columns a plan reads, in one query (a storm asks ~240)."""
+    rows = session.execute(sa_select(*PLAN_ORDER_COLUMNS).where(in_values(col(Order.id), ids)))
+    return {row[0]: PlanOrder(*cast(tuple[Any, ...], tuple(row))) for row in rows}
 
 
 def _planned(
     order_id: str,
     rider_id: str,
-    order: Order,
+    order: PlanOrder | Order,
     bundle: list[str],
     pickup: float,
     dropoff: float,
