@@ -25,11 +25,12 @@ from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter
-from sqlalchemy import bindparam, func
+from sqlalchemy import func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.compensation import history as hist
+from tools.db import in_values
 from tools.geo import distance, travel_minutes
 from tools.models import Customer, Order, Purchase, Rider, Store, Tier, Weather, WorldInfo, aware
 from tools.state_machine import DomainError, OrderStatus
@@ -125,12 +126,16 @@ _FACT_COLUMNS: tuple[Any, ...] = (
     col(Customer.refund_claims_count),
     col(Customer.channel).label("customer_channel"),
 )
-_ORDER_FACTS = (
-    sa_select(*_FACT_COLUMNS)
-    .outerjoin(Store, col(Store.id) == col(Order.store_id))
-    .outerjoin(Customer, col(Customer.id) == col(Order.customer_id))
-    .where(col(Order.id).in_(bindparam("ids", expanding=True)))
-)
+
+
+def _order_facts(ids: list[str]) -> Any:
+    """The orders' feature columns; the ids as one bound parameter (``in_values``)."""
+    return (
+        sa_select(*_FACT_COLUMNS)
+        .outerjoin(Store, col(Store.id) == col(Order.store_id))
+        .outerjoin(Customer, col(Customer.id) == col(Order.customer_id))
+        .where(in_values(col(Order.id), ids))
+    )
 
 
 def build_features(
@@ -142,7 +147,7 @@ def build_features(
 ) -> tuple[dict[str, OrderFeatures], dict[str, str]]:
     """Features per known order id, and ``{order_id: message}`` for the ids not in the world."""
     wanted = list(dict.fromkeys(order_ids))
-    facts = {r.id: r for r in session.execute(_ORDER_FACTS, {"ids": wanted})}
+    facts = {r.id: r for r in session.execute(_order_facts(wanted))}
     missing = {oid: f"unknown order {oid!r}" for oid in wanted if oid not in facts}
     if not facts:
         return {}, missing

@@ -29,13 +29,14 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, TypeAdapter
-from sqlalchemy import String, bindparam, func, type_coerce
+from sqlalchemy import String, func, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.customers.bgnbd import BgNbdParams, expected_purchases, expected_purchases_new, fit_bgnbd, p_alive
 from tools.customers.gamma_gamma import GammaGammaParams, expected_spend, fit_gamma_gamma
 from tools.customers.rfm import Summary, summarise
+from tools.db import in_values
 from tools.models import Customer, Purchase, Tier, WorldInfo, aware
 
 log = structlog.get_logger(__name__)
@@ -48,7 +49,6 @@ DAYS_PER_MONTH = 365.25 / 12.0
 MIN_FIT_CUSTOMERS = 100
 MIN_FIT_REPEAT = 30
 TIER_PERCENTILES = (50.0, 80.0, 95.0)  # silver, gold, platinum start here
-_CHUNK = 900  # ids per IN (...) list: well under SQLite's bound-parameter limit
 _CACHE_SIZE = 64  # per-database keys plus content keys; a model is a few numbers
 
 
@@ -360,16 +360,23 @@ _VALUES_KEY = (
     .select_from(_purchase_probe)
     .outerjoin(WorldInfo, col(WorldInfo.id) == 1)
 )
-_KNOWN = sa_select(col(Customer.id)).where(col(Customer.id).in_(bindparam("ids", expanding=True)))
+
+
+# the ids as one bound parameter (in_values): an expanding IN binds and renders each of a storm's
+# ~210 customers on every call
+def _known(ids: list[str]) -> Any:
+    return sa_select(col(Customer.id)).where(in_values(col(Customer.id), ids))
+
+
 # on the table's columns, not the ORM's: the rows come back as the driver's tuples (an ORM row per
 # purchase was a third of a cold call); the ORM's autoflush is then the caller's (customer_values)
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
-_HISTORIES = sa_select(
-    _purchase.c.customer_id, type_coerce(_purchase.c.purchased_at, String), _purchase.c.amount_cents
-).where(
-    _purchase.c.customer_id.in_(bindparam("ids", expanding=True)),
-    _purchase.c.purchased_at <= bindparam("now"),
-)
+
+
+def _histories(ids: list[str], now: datetime) -> Any:
+    return sa_select(
+        _purchase.c.customer_id, type_coerce(_purchase.c.purchased_at, String), _purchase.c.amount_cents
+    ).where(in_values(_purchase.c.customer_id, ids), _purchase.c.purchased_at <= now)
 
 
 def _values_key(session: Session, now: datetime) -> tuple[Any, ...]:
@@ -386,9 +393,7 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     wanted = list(dict.fromkeys(customer_ids))
     if not wanted:
         return {}
-    known: list[str] = []
-    for start in range(0, len(wanted), _CHUNK):
-        known.extend(session.execute(_KNOWN, {"ids": wanted[start : start + _CHUNK]}).scalars())
+    known: list[str] = list(session.execute(_known(wanted)).scalars())
     if not known:
         return {}
     key = _values_key(session, now)
@@ -409,8 +414,8 @@ def _compute_values(*, session: Session, customer_ids: list[str], now: datetime)
     rows: list[tuple[str, datetime | str, int]] = []
     if session.autoflush:  # as an ORM statement would: pending purchases are part of the history
         session.flush()
-    for start in range(0, len(known), _CHUNK):
-        rows.extend(session.execute(_HISTORIES, {"ids": known[start : start + _CHUNK], "now": now}).all())
+    if known:
+        rows.extend(session.execute(_histories(known, now)).all())
     model = population_model(session=session, now=now)
     version = model.version
     world = session.get(WorldInfo, 1)
