@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from agent.models import OPEN_STATUSES, WITHOUT_PLAN, Incident, IncidentEvent, IncidentStatus
-from tools.db import lock_until_commit
+from tools.db import in_values, lock_until_commit
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import aware
 
@@ -118,7 +118,7 @@ def _ingest(
     session: Session, events: Sequence[ExceptionEvent], now: datetime, window_s: int, *, one_by_one: bool
 ) -> list[IngestResult]:
     ids = [e.id for e in events]
-    known: dict[str, str] = dict(session.execute(_KNOWN_EVENTS, {"ids": ids}).all())  # type: ignore[arg-type]
+    known: dict[str, str] = dict(session.execute(*_known_events(ids)).all())  # type: ignore[arg-type]
     open_incidents = list(session.scalars(_OPEN_INCIDENTS))
     by_order: dict[str, Incident] = {}
     for inc in open_incidents:
@@ -200,6 +200,17 @@ def _ingest(
 _KNOWN_EVENTS = sa_select(col(IncidentEvent.event_id), col(IncidentEvent.incident_id)).where(
     col(IncidentEvent.event_id).in_(bindparam("ids", expanding=True))
 )
+
+
+def _known_events(ids: list[str]) -> tuple[Any, ...]:
+    """The statement (and parameters) finding which of ``ids`` are stored: the prebuilt one for a few
+    ids, one bound parameter for a batch (an expanding IN binds each of a storm's ~260 ids)."""
+    if len(ids) <= 16:
+        return _KNOWN_EVENTS, {"ids": ids}
+    cols = (col(IncidentEvent.event_id), col(IncidentEvent.incident_id))
+    return (sa_select(*cols).where(in_values(col(IncidentEvent.event_id), ids)),)
+
+
 # correlation reads the incidents' subjects, never their plans and verdicts
 _OPEN_INCIDENTS = (
     sa_select(Incident).where(col(Incident.status).in_([s.value for s in OPEN_STATUSES])).options(*WITHOUT_PLAN)
@@ -249,6 +260,7 @@ class _Absorbed:
         self.count = incident.event_count
         self.lists = {name: (list(getattr(incident, name)), set(getattr(incident, name))) for name in _SUBJECT_LISTS}
         self.grown: set[str] = set()
+        self._last = aware(incident.last_event_at)  # kept beside the row: read once, not per event
 
     def add(self, event: ExceptionEvent) -> None:
         self.count += 1
@@ -260,7 +272,9 @@ class _Absorbed:
                     items.append(x)
                     self.grown.add(name)
         # the correlation window of the next event runs from here: kept current on the incident
-        if aware(event.occurred_at) > aware(self.incident.last_event_at):
+        at = aware(event.occurred_at)
+        if at > self._last:
+            self._last = at
             self.incident.last_event_at = event.occurred_at
 
     def changes(self, now: datetime) -> dict[str, Any]:

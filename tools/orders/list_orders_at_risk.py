@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import math
 from datetime import datetime, timedelta
+from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
+from sqlalchemy import Row
+from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
@@ -57,6 +60,22 @@ class OrdersAtRisk(BaseModel):
     orders: list[OrderAtRisk]
 
 
+_COLUMNS = tuple(
+    col(c)
+    for c in (
+        Order.id,
+        Order.status,
+        Order.zone,
+        Order.store_id,
+        Order.customer_id,
+        Order.rider_id,
+        Order.value_cents,
+        Order.x,
+        Order.y,
+    )
+)
+
+
 @tool(args=ListOrdersAtRiskArgs, result=OrdersAtRisk, writes=False, family="orders")
 def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersAtRisk | ToolError:
     """List active orders predicted to be delivered after their promised time, in a zone and/or within a
@@ -65,18 +84,19 @@ def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersA
     s = ctx.session
     get_world(session=s)
     now = aware(ctx.now)
-    stmt = select(Order).where(
+    # the columns this tool reports, not ORM rows (a storm's zone has ~280 active orders)
+    stmt = sa_select(*_COLUMNS).where(
         active_at(now),
         col(Order.promised_at) <= now + timedelta(minutes=args.horizon_minutes),
     )
     if args.zone:
         stmt = stmt.where(col(Order.zone) == args.zone)
-    candidates = list(s.exec(stmt))
+    candidates = list(s.execute(stmt))
     if args.radius_m is not None:
         assert args.x is not None and args.y is not None
         stores = {st.id: st for st in s.exec(select(Store))}
 
-        def near(o: Order) -> bool:
+        def near(o: Row[Any]) -> bool:
             st = stores[o.store_id]
             return (
                 math.hypot(o.x - args.x, o.y - args.y) <= args.radius_m  # type: ignore[operator,arg-type]
