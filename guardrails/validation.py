@@ -171,8 +171,7 @@ def build_assess_context(
     order_facts: dict[str, OrderFacts] = {}
     for o in orders:
         c = customers.get(o.customer_id)
-        # from the database's typed columns: built without validation (a storm reads ~280)
-        order_facts[o.id] = OrderFacts.model_construct(
+        order_facts[o.id] = OrderFacts(
             value_cents=o.value_cents,
             status=OrderStatus(o.status).value,
             customer_id=o.customer_id,
