@@ -557,6 +557,16 @@ def calibration_ms(loops: int = 1_000_000, tries: int = 3) -> float:
     return round(best * 1000, 1)
 
 
+# parts a plain `bench` leaves out: they measure the storm again, differently, and take longer
+ON_REQUEST = frozenset({"storm_timers", "storm_instructions"})
+
+
+def _bench_storm_instructions(*, seed: int = 7) -> dict[str, Any]:
+    from evals.bench_instructions import bench_storm_instructions
+
+    return bench_storm_instructions(seed=seed)
+
+
 def _arg(args: Any, name: str, default: Any) -> Any:
     value = getattr(args, name, None)
     return default if value is None else value
@@ -574,11 +584,13 @@ def run(args: Any) -> int:
         "intake": bench_intake,
         "intake_batched": _bench_intake_batched,
         "memory": bench_memory,
-        # not in a plain `bench`: the storm again, instrumented (`--only storm_timers`)
+        # not in a plain `bench`: the storm again, instrumented (`--only storm_timers`), and counted
+        # in instructions under valgrind (`--only storm_instructions`, evals/bench_instructions.py)
         "storm_timers": partial(bench_storm_timers, repeats=repeats, seed=int(_arg(args, "seed", 7))),
+        "storm_instructions": partial(_bench_storm_instructions, seed=int(_arg(args, "seed", 7))),
     }
     only = getattr(args, "only", None)
-    wanted = [p.strip() for p in only.split(",")] if only else [p for p in parts if p != "storm_timers"]
+    wanted = [p.strip() for p in only.split(",")] if only else [p for p in parts if p not in ON_REQUEST]
     unknown = [p for p in wanted if p not in parts]
     if unknown:
         sys.stderr.write(f"bench: unknown parts {unknown}; known: {', '.join(parts)}\n")

@@ -40,7 +40,8 @@ def add_commands(subparsers: Any) -> None:
         metavar="PARTS",
         help=(
             "bench all: comma-separated parts (storm,approval,audit,intake,intake_batched,memory;"
-            " storm_timers, the storm instrumented, only when named)"
+            " only when named: storm_timers, the storm instrumented; storm_instructions, the storm"
+            " counted in instructions under valgrind)"
         ),
     )
     p.set_defaults(func=run_bench)

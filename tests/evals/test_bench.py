@@ -91,3 +91,17 @@ def test_storm_timers_say_where_the_time_goes_and_leave_nothing_installed() -> N
     assert sum(v for k, v in timed.items() if k.startswith("tool ")) < out["storm_timers_e2e_median_ms"]
     after = (Tool.invoke, solver.solve_assignment, plan_reassignment.solve_assignment)
     assert after == before
+
+
+def test_storm_instructions_child_stops_each_span_at_the_assess_node() -> None:
+    """The span counted under callgrind is the wall-clock benchmark's: ingest -> assess committed,
+    execution not included (each measured run is cut at on_assessed)."""
+    from evals import bench_instructions
+
+    marks: list[int] = []
+    assert bench_instructions.run_spans(1, before_measured=lambda: marks.append(1)) == 1
+    assert marks == [1]
+    assert bench_instructions.callgrind_total("events: Ir\nsummary: 970912345\n") == 970912345
+    assert bench_instructions.callgrind_total("totals: 12\n") == 12
+    with pytest.raises(ValueError):
+        bench_instructions.callgrind_total("events: Ir\n")
