@@ -35,7 +35,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from sqlalchemy import delete, or_, text, update
+from sqlalchemy import bindparam, delete, or_, text, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import Connection, Engine
@@ -46,6 +46,13 @@ from audit.logging import get_logger
 
 log = get_logger(__name__)
 _TABLE = RunLease.__table__  # type: ignore[attr-defined]
+# the fence, once per write transaction of a run: built once
+_FENCE = (
+    update(_TABLE)
+    .where(_TABLE.c.incident_id == bindparam("iid"), _TABLE.c.holder == bindparam("me"))
+    .values(holder=_TABLE.c.holder)
+    .returning(_TABLE.c.incident_id)
+)
 _DB_NOW = {
     "postgresql": "SELECT extract(epoch FROM clock_timestamp())",
     "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
@@ -267,17 +274,7 @@ class LeaseKeeper:
         with self._lock:
             held = incident_id in self._held and incident_id not in self._lost
         if held:
-            held = (
-                session.connection()
-                .execute(
-                    update(_TABLE)
-                    .where(_TABLE.c.incident_id == incident_id, _TABLE.c.holder == self.holder)
-                    .values(holder=_TABLE.c.holder)
-                    .returning(_TABLE.c.incident_id)
-                )
-                .first()
-                is not None
-            )
+            held = session.connection().execute(_FENCE, {"iid": incident_id, "me": self.holder}).first() is not None
         if held:
             return
         with self._lock:

@@ -13,7 +13,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import orjson
-from sqlalchemy import Text, or_, text, type_coerce
+from sqlalchemy import Text, bindparam, or_, text, type_coerce
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlmodel import Session, col, select
@@ -84,26 +84,36 @@ def get_snapshot(*, session: Session, sha256: str) -> dict[str, Any] | None:
     return None if body is None else orjson.loads(body)  # type: ignore[no-any-return]
 
 
+# The append's statements, built once (a storm appends five records, each five statements; building
+# them and their cache keys each time cost more than running them). The chain head's seed is an
+# INSERT ... ON CONFLICT DO NOTHING in each dialect's own form.
+_ADVISORY_LOCK = text("SELECT pg_advisory_xact_lock(:k)")
+_TAIL = text(
+    "SELECT d.seq, d.record_hash, d.subjects, a.same_as FROM decisionrecord d"
+    " LEFT JOIN recordsubjectalias a ON a.seq = d.seq ORDER BY d.seq DESC LIMIT 1"
+)
+_RECORD_INSERT = DecisionRecord.__table__.insert()  # type: ignore[attr-defined]
+_ALIAS_INSERT = RecordSubjectAlias.__table__.insert()  # type: ignore[attr-defined]
+_HEAD = ChainHead.__table__  # type: ignore[attr-defined]
+_HEAD_UPDATE = _HEAD.update().where(_HEAD.c.id == 1).values(seq=bindparam("new_seq"), record_hash=bindparam("new_hash"))
+_HEAD_SEED = {
+    name: insert(_HEAD).values(id=1, seq=0, record_hash=GENESIS).on_conflict_do_nothing(index_elements=["id"])
+    for name, insert in (("postgresql", pg_insert), ("sqlite", sqlite_insert))
+}
+
+
 def _lock_chain(session: Session) -> None:
-    if session.get_bind().dialect.name == "postgresql":
-        session.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": AUDIT_LOCK_KEY})
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        session.execute(_ADVISORY_LOCK, {"k": AUDIT_LOCK_KEY})
     # on SQLite this first write takes the database write lock for the rest of the transaction
-    session.execute(
-        _insert(session, ChainHead.__table__)  # type: ignore[attr-defined]
-        .values(id=1, seq=0, record_hash=GENESIS)
-        .on_conflict_do_nothing(index_elements=["id"])
-    )
+    session.execute(_HEAD_SEED[dialect])
 
 
 def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     """Append one record to the chain (seq = last + 1, prev_hash = last record_hash)."""
     _lock_chain(session)
-    tail = session.execute(
-        text(
-            "SELECT d.seq, d.record_hash, d.subjects, a.same_as FROM decisionrecord d"
-            " LEFT JOIN recordsubjectalias a ON a.seq = d.seq ORDER BY d.seq DESC LIMIT 1"
-        )
-    ).first()
+    tail = session.execute(_TAIL).first()
     seq, prev = (int(tail[0]) + 1, str(tail[1])) if tail else (1, GENESIS)
     # microseconds are the stored precision on both backends
     recorded_at = aware(record.recorded_at or datetime.now(UTC)).astimezone(UTC)
@@ -147,20 +157,14 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
     canonical: dict[str, Any] = {k: CanonicalText(t) for k, t in texts.items()}
     # a Core insert (the ORM's unit of work for one object cost more than the hashing); the record
     # returned is not attached to the session and holds the caller's data, not its text
-    session.execute(DecisionRecord.__table__.insert(), {**values, **canonical, "record_hash": digest})  # type: ignore[attr-defined]
+    session.execute(_RECORD_INSERT, {**values, **canonical, "record_hash": digest})
     row = DecisionRecord(**values, **json_values, record_hash=digest)
     if tail is not None and tail[2] is not None and str(tail[2]) == texts["subjects"]:
         # the same subjects as the record before (the stored canonical texts are equal): its rows serve
-        session.execute(
-            RecordSubjectAlias.__table__.insert().values(seq=seq, same_as=int(tail[3] or tail[0]))  # type: ignore[attr-defined]
-        )
+        session.execute(_ALIAS_INSERT, {"seq": seq, "same_as": int(tail[3] or tail[0])})
     else:
         _index_subjects(session, seq, record.subjects)
-    session.execute(
-        ChainHead.__table__.update()  # type: ignore[attr-defined]
-        .where(ChainHead.__table__.c.id == 1)  # type: ignore[attr-defined]
-        .values(seq=seq, record_hash=digest)
-    )
+    session.execute(_HEAD_UPDATE, {"new_seq": seq, "new_hash": digest})
     return row
 
 
