@@ -30,7 +30,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlmodel import Session, col, select
 
 from agent.models import OPEN_STATUSES, WITHOUT_PLAN, Incident, IncidentEvent, IncidentStatus
-from tools.db import in_values, lock_until_commit
+from tools.db import in_param, lock_until_commit
 from tools.events import ExceptionEvent, ExceptionType
 from tools.models import aware
 
@@ -201,14 +201,15 @@ _KNOWN_EVENTS = sa_select(col(IncidentEvent.event_id), col(IncidentEvent.inciden
     col(IncidentEvent.event_id).in_(bindparam("ids", expanding=True))
 )
 
+_KNOWN_EVENT_BATCH = sa_select(col(IncidentEvent.event_id), col(IncidentEvent.incident_id)).where(
+    in_param(col(IncidentEvent.event_id), "ids")
+)
+
 
 def _known_events(ids: list[str]) -> tuple[Any, ...]:
     """The statement (and parameters) finding which of ``ids`` are stored: the prebuilt one for a few
     ids, one bound parameter for a batch (an expanding IN binds each of a storm's ~260 ids)."""
-    if len(ids) <= 16:
-        return _KNOWN_EVENTS, {"ids": ids}
-    cols = (col(IncidentEvent.event_id), col(IncidentEvent.incident_id))
-    return (sa_select(*cols).where(in_values(col(IncidentEvent.event_id), ids)),)
+    return (_KNOWN_EVENTS if len(ids) <= 16 else _KNOWN_EVENT_BATCH), {"ids": ids}
 
 
 # correlation reads the incidents' subjects, never their plans and verdicts

@@ -14,7 +14,7 @@ from typing import Any, cast
 
 import structlog
 from pydantic import ValidationError
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -23,7 +23,7 @@ from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
 from guardrails.policy import Policy, StepSubjects, hard_blocks, load_policy, step_subjects
 from guardrails.verdict import Reason
 from tools.base import Tool
-from tools.db import in_values
+from tools.db import in_param
 from tools.models import Compensation, Customer, Order, Rider, aware
 from tools.state_machine import OrderStatus
 
@@ -59,11 +59,34 @@ def _customer_values(*, session: Session, customer_ids: list[str], now: datetime
     return {cid: int(v.expected_value_12m_cents) for cid, v in values.items()}
 
 
+# the assessment's queries, built once and run with the ids as one parameter (``in_param``)
+_ORDER_FACTS = sa_select(
+    col(Order.id), col(Order.value_cents), col(Order.status), col(Order.customer_id), col(Order.rider_id)
+).where(in_param(col(Order.id), "ids"))
+_CUSTOMER_FACTS = sa_select(col(Customer.id), col(Customer.tier), col(Customer.refund_claims_count)).where(
+    in_param(col(Customer.id), "ids")
+)
+_PAID = (
+    sa_select(col(Compensation.order_id), func.sum(col(Compensation.amount_cents)))
+    .where(in_param(col(Compensation.order_id), "ids"))
+    .group_by(col(Compensation.order_id))
+)
+_RIDER_LOADS = (
+    sa_select(col(Order.rider_id), func.count())
+    .where(in_param(col(Order.rider_id), "ids"), col(Order.status).in_(CARRYING))
+    .group_by(col(Order.rider_id))
+)
+_RIDER_FACTS = sa_select(col(Rider.id), col(Rider.status), col(Rider.shift_end), col(Rider.capacity)).where(
+    in_param(col(Rider.id), "ids")
+)
+_SPENT = sa_select(func.coalesce(func.sum(col(Compensation.amount_cents)), 0)).where(
+    col(Compensation.incident_id) == bindparam("incident_id")
+)
+
+
 def incident_spent_cents(*, session: Session, incident_id: str) -> int:
     """Money already paid out in an incident (its Compensation rows): the start of its budget count."""
-    total = session.exec(
-        select(func.coalesce(func.sum(Compensation.amount_cents), 0)).where(Compensation.incident_id == incident_id)
-    ).one()
+    total: int | None = session.execute(_SPENT, {"incident_id": incident_id}).scalar_one()
     return int(total or 0)
 
 
@@ -141,17 +164,9 @@ def build_assess_context(
                 seen_riders.add(rid)
                 rider_ids.append(rid)
 
-    order_cols = sa_select(
-        col(Order.id), col(Order.value_cents), col(Order.status), col(Order.customer_id), col(Order.rider_id)
-    )
-    orders = session.execute(order_cols.where(in_values(col(Order.id), order_ids))).all() if order_ids else []
+    orders = session.execute(_ORDER_FACTS, {"ids": order_ids}).all() if order_ids else []
     customer_ids = sorted({o.customer_id for o in orders})
-    customer_cols = sa_select(col(Customer.id), col(Customer.tier), col(Customer.refund_claims_count))
-    customers = (
-        {c.id: c for c in session.execute(customer_cols.where(in_values(col(Customer.id), customer_ids)))}
-        if customer_ids
-        else {}
-    )
+    customers = {c.id: c for c in session.execute(_CUSTOMER_FACTS, {"ids": customer_ids})} if customer_ids else {}
     valued = (
         customer_ids
         if valued_order_ids is None
@@ -160,11 +175,7 @@ def build_assess_context(
     values = _customer_values(session=session, customer_ids=valued, now=now) if with_customer_values else {}
     paid: dict[str, int] = dict(committed or {})
     if order_ids:
-        comp_rows = session.execute(
-            sa_select(col(Compensation.order_id), func.sum(col(Compensation.amount_cents)))
-            .where(in_values(col(Compensation.order_id), order_ids))
-            .group_by(col(Compensation.order_id))
-        ).all()
+        comp_rows = session.execute(_PAID, {"ids": order_ids}).all()
         for row in comp_rows:
             oid, cents = str(row[0]), cast(int | None, row[1])
             paid[oid] = paid.get(oid, 0) + int(cents or 0)
@@ -184,15 +195,8 @@ def build_assess_context(
 
     rider_facts: dict[str, RiderFacts] = {}
     if rider_ids:
-        loads = dict(
-            session.exec(
-                select(Order.rider_id, func.count())
-                .where(in_values(col(Order.rider_id), rider_ids), col(Order.status).in_(CARRYING))
-                .group_by(Order.rider_id)
-            ).all()
-        )
-        rider_cols = sa_select(col(Rider.id), col(Rider.status), col(Rider.shift_end), col(Rider.capacity))
-        rows = session.execute(rider_cols.where(in_values(col(Rider.id), rider_ids)))
+        loads = {str(rid): int(cast(int, n)) for rid, n in session.execute(_RIDER_LOADS, {"ids": rider_ids})}
+        rows = session.execute(_RIDER_FACTS, {"ids": rider_ids})
         for r in rows:
             rider_facts[r.id] = RiderFacts(
                 status=str(r.status.value if hasattr(r.status, "value") else r.status),

@@ -67,9 +67,15 @@ class InValues(ColumnElement[bool]):
         ("values", InternalTraversal.dp_clauseelement),
     ]
 
-    def __init__(self, column: ColumnElement[object], values: list[str]) -> None:
+    def __init__(
+        self, column: ColumnElement[object], values: list[str] | None = None, *, name: str | None = None
+    ) -> None:
         self.column = column
-        self.values = bindparam(None, values, type_=_TextList(), unique=True)
+        self.values = (
+            bindparam(name, type_=_TextList())
+            if name is not None
+            else bindparam(None, values, type_=_TextList(), unique=True)
+        )
 
 
 @compiles(InValues)
@@ -91,6 +97,12 @@ def in_values(column: object, values: list[str] | tuple[str, ...] | set[str]) ->
     a storm's orders that cost more than the query, and it needs chunks under SQLite's bound-parameter
     limit; this costs the same whatever the count."""
     return InValues(column, [str(v) for v in values])  # type: ignore[arg-type]
+
+
+def in_param(column: object, name: str) -> InValues:
+    """``in_values`` with the list left to a named parameter, for a statement built once and executed
+    with ``{name: ids}`` (building a statement and its cache key costs more than a small query)."""
+    return InValues(column, name=name)  # type: ignore[arg-type]
 
 
 def make_engine(url: str) -> Engine:

@@ -56,7 +56,7 @@ def test_in_values_matches_in_on_both_backends(engine) -> None:
     apart by their values (a second call with other ids gets its own answer)."""
     from sqlmodel import Session, col, select
 
-    from tools.db import in_values
+    from tools.db import in_param, in_values
     from tools.models import Customer
 
     ids = [f"c{i:04d}" for i in range(1200)]  # past SQLite's old 999-parameter limit
@@ -69,3 +69,8 @@ def test_in_values_matches_in_on_both_backends(engine) -> None:
         assert sorted(got) == sorted(ids[::3])
         assert s.exec(select(Customer.id).where(in_values(col(Customer.id), ids[:2]))).all() == ids[:2]
         assert s.exec(select(Customer.id).where(in_values(col(Customer.id), []))).all() == []
+        # the same with the list as a named parameter of a statement built once
+        stmt = select(Customer.id).where(in_param(col(Customer.id), "ids"))
+        assert sorted(s.exec(stmt, params={"ids": wanted}).all()) == sorted(ids[::3])
+        assert s.exec(stmt, params={"ids": ids[:2]}).all() == ids[:2]
+        assert s.exec(stmt, params={"ids": []}).all() == []

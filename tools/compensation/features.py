@@ -30,7 +30,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.compensation import history as hist
-from tools.db import in_values
+from tools.db import in_param
 from tools.geo import distance, travel_minutes
 from tools.models import Customer, Order, Purchase, Rider, Store, Tier, Weather, WorldInfo, aware
 from tools.state_machine import DomainError, OrderStatus
@@ -128,14 +128,13 @@ _FACT_COLUMNS: tuple[Any, ...] = (
 )
 
 
-def _order_facts(ids: list[str]) -> Any:
-    """The orders' feature columns; the ids as one bound parameter (``in_values``)."""
-    return (
-        sa_select(*_FACT_COLUMNS)
-        .outerjoin(Store, col(Store.id) == col(Order.store_id))
-        .outerjoin(Customer, col(Customer.id) == col(Order.customer_id))
-        .where(in_values(col(Order.id), ids))
-    )
+# the orders' feature columns, built once, the ids as one parameter (``in_param``)
+_ORDER_FACTS = (
+    sa_select(*_FACT_COLUMNS)
+    .outerjoin(Store, col(Store.id) == col(Order.store_id))
+    .outerjoin(Customer, col(Customer.id) == col(Order.customer_id))
+    .where(in_param(col(Order.id), "ids"))
+)
 
 
 def build_features(
@@ -147,7 +146,7 @@ def build_features(
 ) -> tuple[dict[str, OrderFeatures], dict[str, str]]:
     """Features per known order id, and ``{order_id: message}`` for the ids not in the world."""
     wanted = list(dict.fromkeys(order_ids))
-    facts = {r.id: r for r in session.execute(_order_facts(wanted))}
+    facts = {r.id: r for r in session.execute(_ORDER_FACTS, {"ids": wanted})}
     missing = {oid: f"unknown order {oid!r}" for oid in wanted if oid not in facts}
     if not facts:
         return {}, missing

@@ -29,14 +29,14 @@ import numpy as np
 import structlog
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict, TypeAdapter
-from sqlalchemy import String, func, type_coerce
+from sqlalchemy import String, bindparam, func, type_coerce
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from tools.customers.bgnbd import BgNbdParams, expected_purchases, expected_purchases_new, fit_bgnbd, p_alive
 from tools.customers.gamma_gamma import GammaGammaParams, expected_spend, fit_gamma_gamma
 from tools.customers.rfm import Summary, summarise
-from tools.db import in_values
+from tools.db import in_param
 from tools.models import Customer, Purchase, Tier, WorldInfo, aware
 
 log = structlog.get_logger(__name__)
@@ -248,14 +248,15 @@ def _content_key(session: Session, now: datetime, world_key: tuple[Any, ...] | N
     return ("content", world_key, *(str(v) for v in row), _day(now))
 
 
+_ID_RANGE = sa_select(func.min(col(Purchase.id)), func.max(col(Purchase.id)))
+
+
 def population_model(*, session: Session, now: datetime) -> PopulationModel:
     """The model for this database's histories up to ``now`` (cached), or the CDNOW reference."""
     now = aware(now)
     # min/max of the primary key are index look-ups (a count would scan); with the world's identity
     # they change whenever histories are loaded or appended. Histories up to `now` are what is fitted.
-    min_id, max_id = session.exec(  # type: ignore[call-overload]
-        select(func.min(col(Purchase.id)), func.max(col(Purchase.id)))
-    ).one()
+    min_id, max_id = session.execute(_ID_RANGE).one()
     world = session.get(WorldInfo, 1)
     world_key = None if world is None else (world.name, world.source, world.seed, str(world.epoch))
     bind = session.get_bind()
@@ -362,21 +363,17 @@ _VALUES_KEY = (
 )
 
 
-# the ids as one bound parameter (in_values): an expanding IN binds and renders each of a storm's
-# ~210 customers on every call
-def _known(ids: list[str]) -> Any:
-    return sa_select(col(Customer.id)).where(in_values(col(Customer.id), ids))
-
-
+# built once, the ids as one parameter (in_param): an expanding IN binds and renders each of a
+# storm's ~210 customers on every call
+_KNOWN = sa_select(col(Customer.id)).where(in_param(col(Customer.id), "ids"))
 # on the table's columns, not the ORM's: the rows come back as the driver's tuples (an ORM row per
 # purchase was a third of a cold call); the ORM's autoflush is then the caller's (customer_values)
 _purchase = Purchase.__table__  # type: ignore[attr-defined]
 
 
-def _histories(ids: list[str], now: datetime) -> Any:
-    return sa_select(
-        _purchase.c.customer_id, type_coerce(_purchase.c.purchased_at, String), _purchase.c.amount_cents
-    ).where(in_values(_purchase.c.customer_id, ids), _purchase.c.purchased_at <= now)
+_HISTORIES = sa_select(
+    _purchase.c.customer_id, type_coerce(_purchase.c.purchased_at, String), _purchase.c.amount_cents
+).where(in_param(_purchase.c.customer_id, "ids"), _purchase.c.purchased_at <= bindparam("now"))
 
 
 def _values_key(session: Session, now: datetime) -> tuple[Any, ...]:
@@ -393,7 +390,7 @@ def customer_values(*, session: Session, customer_ids: list[str], now: datetime)
     wanted = list(dict.fromkeys(customer_ids))
     if not wanted:
         return {}
-    known: list[str] = list(session.execute(_known(wanted)).scalars())
+    known: list[str] = list(session.execute(_KNOWN, {"ids": wanted}).scalars())
     if not known:
         return {}
     key = _values_key(session, now)
@@ -415,7 +412,7 @@ def _compute_values(*, session: Session, customer_ids: list[str], now: datetime)
     if session.autoflush:  # as an ORM statement would: pending purchases are part of the history
         session.flush()
     if known:
-        rows.extend(session.execute(_histories(known, now)).all())
+        rows.extend(session.execute(_HISTORIES, {"ids": known, "now": now}).all())
     model = population_model(session=session, now=now)
     version = model.version
     world = session.get(WorldInfo, 1)

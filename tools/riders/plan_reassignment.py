@@ -9,7 +9,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col
 
 from tools.base import ToolContext, ToolError, tool
-from tools.db import in_values
+from tools.db import in_param
 from tools.models import Order, WorldInfo, aware
 from tools.riders.models import (
     PlannedAssignment,
@@ -96,9 +96,12 @@ def plan_reassignment(ctx: ToolContext, args: PlanReassignmentArgs) -> PlanReass
     )
 
 
+_PLAN_ORDERS = sa_select(*PLAN_ORDER_COLUMNS).where(in_param(col(Order.id), "ids"))
+
+
 def _load_orders(session: Session, ids: list[str]) -> dict[str, PlanOrder]:
     """The orders by id, the columns a plan reads, in one query (a storm asks ~240)."""
-    rows = session.execute(sa_select(*PLAN_ORDER_COLUMNS).where(in_values(col(Order.id), ids)))
+    rows = session.execute(_PLAN_ORDERS, {"ids": ids})
     return {row[0]: PlanOrder(*cast(tuple[Any, ...], tuple(row))) for row in rows}
 
 
