@@ -8,7 +8,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlmodel import Session, select
+from sqlalchemy import bindparam
+from sqlmodel import Session, col, select
 
 from tools.models import Customer, Order, OrderEvent, Rider, Store, WorldInfo, aware
 from tools.state_machine import NotFound, OrderStatus, check_transition
@@ -131,11 +132,14 @@ def list_orders(
     return list(session.exec(stmt.order_by(Order.id)))
 
 
+_RIDERS = select(Rider).order_by(col(Rider.id))
+_ZONE_RIDERS = select(Rider).where(col(Rider.zone) == bindparam("zone")).order_by(col(Rider.id))
+
+
 def list_riders(*, session: Session, zone: str | None = None) -> list[Rider]:
-    stmt = select(Rider)
     if zone:
-        stmt = stmt.where(Rider.zone == zone)
-    return list(session.exec(stmt.order_by(Rider.id)))
+        return list(session.scalars(_ZONE_RIDERS, {"zone": zone}))
+    return list(session.scalars(_RIDERS))
 
 
 def clear_world(*, session: Session) -> None:

@@ -25,7 +25,7 @@ from typing import Any, Literal
 
 import structlog
 from pydantic import BaseModel, Field, TypeAdapter
-from sqlalchemy import func
+from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
@@ -219,9 +219,11 @@ def build_features(
     return _ORDER_FEATURES.validate_python(out), missing
 
 
+_WEATHER_AT = select(Weather).where(col(Weather.starts_at) <= bindparam("now"), col(Weather.ends_at) > bindparam("now"))
+
+
 def active_weather(*, session: Session, now: datetime) -> list[Weather]:
-    stmt = select(Weather).where(Weather.starts_at <= now, Weather.ends_at > now)
-    return list(session.exec(stmt))
+    return list(session.scalars(_WEATHER_AT, {"now": now}))
 
 
 def weather_factor_at(rows: list[Weather], x: float, y: float) -> float:

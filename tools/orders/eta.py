@@ -31,12 +31,14 @@ from collections import defaultdict
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import Any
 
 import numpy as np
-from sqlalchemy import ColumnElement, and_, or_
+from sqlalchemy import ColumnElement, and_, bindparam, or_
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
+from tools.db import in_param
 from tools.models import Order, Rider, RiderStatus, Store, Weather, aware
 from tools.service import get_world
 from tools.state_machine import ACTIVE, OrderStatus
@@ -52,6 +54,32 @@ def active_at(now: datetime) -> ColumnElement[bool]:
         col(Order.status).in_([s.value for s in ACTIVE]),
         or_(col(Order.status) != OrderStatus.placed.value, col(Order.placed_at) <= now),
     )
+
+
+# the forecast's queries, built once (building a statement and its cache key costs more than
+# running these small ones); ``now`` and the riders are parameters
+WEATHER_AT = select(Weather).where(col(Weather.starts_at) <= bindparam("now"), col(Weather.ends_at) > bindparam("now"))
+_STORES = select(Store)
+_RIDERS = select(Rider)
+_ROUTE_COLUMNS = (
+    col(Order.id),
+    col(Order.status),
+    col(Order.store_id),
+    col(Order.x),
+    col(Order.y),
+    col(Order.rider_id),
+    col(Order.ready_at),
+    col(Order.promised_at),
+)
+ACTIVE_NOW = and_(
+    col(Order.status).in_([s.value for s in ACTIVE]),
+    or_(col(Order.status) != OrderStatus.placed.value, col(Order.placed_at) <= bindparam("now")),
+)
+_ACTIVE_ROWS = sa_select(*_ROUTE_COLUMNS).where(ACTIVE_NOW)
+_HELD_ROWS = sa_select(*_ROUTE_COLUMNS).where(
+    col(Order.status).in_([OrderStatus.assigned.value, OrderStatus.picked_up.value]),
+    in_param(col(Order.rider_id), "riders"),
+)
 
 
 @dataclass(frozen=True)
@@ -152,23 +180,10 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
         # SQLite hands back naive UTC datetimes: compare like with like instead of converting each
         return ((dt - now) if dt.tzinfo else (dt - naive_now)).total_seconds() / 60.0
 
-    weather = _Weather(
-        list(session.exec(select(Weather).where(col(Weather.starts_at) <= now, col(Weather.ends_at) > now)))
-    )
-    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.exec(select(Store))}
-    riders = {r.id: r for r in session.exec(select(Rider))}
-    rows = session.exec(  # type: ignore[call-overload]
-        sa_select(
-            col(Order.id),
-            col(Order.status),
-            col(Order.store_id),
-            col(Order.x),
-            col(Order.y),
-            col(Order.rider_id),
-            col(Order.ready_at),
-            col(Order.promised_at),
-        ).where(active_at(now))
-    ).all()
+    weather = _Weather(list(session.scalars(WEATHER_AT, {"now": now})))
+    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.scalars(_STORES)}
+    riders = {r.id: r for r in session.scalars(_RIDERS)}
+    rows: list[Any] = list(session.execute(_ACTIVE_ROWS, {"now": now}))
 
     leg = _legs(weather, mpm)
 
@@ -285,27 +300,11 @@ def route_ends(
     if not riders:
         return {}
     world = get_world(session=session)
-    weather = _Weather(
-        list(session.exec(select(Weather).where(col(Weather.starts_at) <= now, col(Weather.ends_at) > now)))
-    )
+    weather = _Weather(list(session.scalars(WEATHER_AT, {"now": now})))
     leg = _legs(weather, world.meters_per_minute)
-    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.exec(select(Store))}
+    stores = {s.id: (s.x, s.y, s.prep_delay_minutes) for s in session.scalars(_STORES)}
     by_id = {r.id: r for r in riders}
-    rows = session.exec(  # type: ignore[call-overload]
-        sa_select(
-            col(Order.id),
-            col(Order.status),
-            col(Order.store_id),
-            col(Order.x),
-            col(Order.y),
-            col(Order.rider_id),
-            col(Order.ready_at),
-            col(Order.promised_at),
-        ).where(
-            col(Order.status).in_([OrderStatus.assigned.value, OrderStatus.picked_up.value]),
-            col(Order.rider_id).in_(list(by_id)),
-        )
-    ).all()
+    rows: list[Any] = list(session.execute(_HELD_ROWS, {"riders": list(by_id)}))
     items: dict[str, list[tuple]] = defaultdict(list)
     for oid, status, store_id, ox, oy, rider_id, ready_at, promised_at in rows:
         if oid in exclude:

@@ -7,13 +7,13 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import BaseModel, Field, model_validator
-from sqlalchemy import Row
+from sqlalchemy import Row, bindparam
 from sqlalchemy import select as sa_select
 from sqlmodel import col, select
 
 from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.models import Order, Store, aware
-from tools.orders.eta import active_at, predict_dropoffs
+from tools.orders.eta import ACTIVE_NOW, predict_dropoffs
 from tools.service import get_world
 from tools.state_machine import OrderStatus
 
@@ -75,6 +75,10 @@ _COLUMNS = tuple(
     )
 )
 
+# the columns this tool reports, not ORM rows (a storm's zone has ~280 active orders); built once
+_CANDIDATES = sa_select(*_COLUMNS).where(ACTIVE_NOW, col(Order.promised_at) <= bindparam("until"))
+_ZONE_CANDIDATES = _CANDIDATES.where(col(Order.zone) == bindparam("zone"))
+
 
 @tool(args=ListOrdersAtRiskArgs, result=OrdersAtRisk, writes=False, family="orders")
 def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersAtRisk | ToolError:
@@ -84,14 +88,11 @@ def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersA
     s = ctx.session
     get_world(session=s)
     now = aware(ctx.now)
-    # the columns this tool reports, not ORM rows (a storm's zone has ~280 active orders)
-    stmt = sa_select(*_COLUMNS).where(
-        active_at(now),
-        col(Order.promised_at) <= now + timedelta(minutes=args.horizon_minutes),
-    )
+    until = now + timedelta(minutes=args.horizon_minutes)
     if args.zone:
-        stmt = stmt.where(col(Order.zone) == args.zone)
-    candidates = list(s.execute(stmt))
+        candidates = list(s.execute(_ZONE_CANDIDATES, {"now": now, "until": until, "zone": args.zone}))
+    else:
+        candidates = list(s.execute(_CANDIDATES, {"now": now, "until": until}))
     if args.radius_m is not None:
         assert args.x is not None and args.y is not None
         stores = {st.id: st for st in s.exec(select(Store))}

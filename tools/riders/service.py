@@ -5,10 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Protocol
+from typing import Protocol, cast
 
-from sqlmodel import Session, func, select
+from sqlalchemy import select as sa_select
+from sqlmodel import Session, col, func, select
 
+from tools.db import in_param
 from tools.models import Order, Rider, RiderStatus, Store, Weather, WorldInfo, aware
 from tools.riders.problem import OrderJob, RiderState, SolverParams
 from tools.state_machine import OrderStatus
@@ -20,17 +22,23 @@ PLANNABLE = frozenset({OrderStatus.confirmed, OrderStatus.picking, OrderStatus.r
 UNAVAILABLE = frozenset({RiderStatus.offline, RiderStatus.off_shift})
 
 
+_LOADS = (
+    sa_select(col(Order.rider_id), func.count())
+    .where(col(Order.rider_id).is_not(None), col(Order.status).in_([s.value for s in HELD]))
+    .group_by(col(Order.rider_id))
+)
+_LOADS_OF = _LOADS.where(in_param(col(Order.rider_id), "riders"))  # built once, like _LOADS
+_WEATHER = select(Weather)
+
+
 def rider_loads(*, session: Session, rider_ids: Iterable[str] | None = None) -> dict[str, int]:
     """Orders held (assigned or picked up) per rider."""
-    stmt = (
-        select(Order.rider_id, func.count())
-        .where(Order.rider_id.is_not(None))  # type: ignore[union-attr]
-        .where(Order.status.in_([s.value for s in HELD]))  # type: ignore[attr-defined]
-        .group_by(Order.rider_id)
+    rows = (
+        session.execute(_LOADS)
+        if rider_ids is None
+        else session.execute(_LOADS_OF, {"riders": [str(r) for r in rider_ids]})
     )
-    if rider_ids is not None:
-        stmt = stmt.where(Order.rider_id.in_(list(rider_ids)))  # type: ignore[union-attr]
-    return {rid: int(n) for rid, n in session.exec(stmt) if rid is not None}
+    return {str(rid): int(cast(int, n)) for rid, n in rows if rid is not None}
 
 
 def held_orders(*, session: Session, rider_id: str) -> list[Order]:
@@ -47,9 +55,7 @@ def held_orders(*, session: Session, rider_id: str) -> list[Order]:
 def speed_factor_at(*, session: Session, now: datetime, points: Iterable[tuple[float, float]]) -> float:
     """The slowest active weather factor whose disc covers any of the points (1.0 when none)."""
     active = [
-        w
-        for w in session.exec(select(Weather))
-        if aware(w.starts_at) <= now < aware(w.ends_at) and w.speed_factor < 1.0
+        w for w in session.scalars(_WEATHER) if aware(w.starts_at) <= now < aware(w.ends_at) and w.speed_factor < 1.0
     ]
     if not active:
         return 1.0
