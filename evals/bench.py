@@ -21,6 +21,7 @@ import tempfile
 import threading
 import time
 from collections.abc import Callable
+from datetime import datetime
 from functools import partial, wraps
 from pathlib import Path
 from typing import Any
@@ -160,6 +161,21 @@ def bench_storm_timers(*, repeats: int = 20, seed: int = 7) -> dict[str, Any]:
     }
 
 
+def storm_template(folder: Path, seed: int) -> tuple[Path, list[Any], datetime]:
+    """The reference storm's world in ``folder/template.db`` (each run copies it), its events, its now."""
+    from tools.world.generate import generate_world
+
+    template = folder / "template.db"
+    engine = make_engine(f"sqlite:///{template}")
+    init_db(engine)
+    with Session(engine, expire_on_commit=False) as s:
+        events = list(generate_world(session=s, preset="storm", seed=seed).events)
+        s.commit()
+        start = world_now(session=s)
+    engine.dispose()
+    return template, events, start
+
+
 def bench_storm(*, repeats: int = 20, seed: int = 7, timers: _Timers | None = None) -> dict[str, Any]:
     """Events accepted -> plan persisted, approvals queued, verdict/approval audit written.
 
@@ -170,18 +186,10 @@ def bench_storm(*, repeats: int = 20, seed: int = 7, timers: _Timers | None = No
     With ``timers`` (``bench_storm_timers``), the timed calls' totals up to that moment are kept too.
     """
     from agent.runtime import AgentRuntime, make_planner
-    from tools.world.generate import generate_world
 
     settings = get_settings()
     with tempfile.TemporaryDirectory() as tmp:
-        template = Path(tmp) / "template.db"
-        engine = make_engine(f"sqlite:///{template}")
-        init_db(engine)
-        with Session(engine, expire_on_commit=False) as s:
-            events = list(generate_world(session=s, preset="storm", seed=seed).events)
-            s.commit()
-            start = world_now(session=s)
-        engine.dispose()
+        template, events, start = storm_template(Path(tmp), seed)
         cols: dict[str, list[float]] = {
             k: [] for k in ("e2e", "execute", "total", "ingest", "investigate", "plan", "assess")
         }

@@ -44,28 +44,17 @@ def run_spans(spans: int, *, seed: int = 7, before_measured: Callable[[], None] 
     """Two warm-up runs of the storm, then ``spans`` measured spans (ingest -> last assess committed),
     each inside ``operator.call`` and each on a fresh copy of the world; returns how many spans reached
     the assess node. ``before_measured`` runs once before the first measured span."""
-    from sqlmodel import Session
-
     from agent.runtime import AgentRuntime, make_planner
     from agent.settings import get_settings
     from agent.warmup import freeze_warm_heap
-    from evals.bench import _reset_world
+    from evals.bench import _reset_world, storm_template
     from tools.clock import FakeClock
     from tools.customers.value import clear_world_caches
-    from tools.db import init_db, make_engine
-    from tools.service import world_now
-    from tools.world.generate import generate_world
+    from tools.db import make_engine
 
     stopped = 0
     with tempfile.TemporaryDirectory() as tmp:
-        template = Path(tmp) / "template.db"
-        engine = make_engine(f"sqlite:///{template}")
-        init_db(engine)
-        with Session(engine, expire_on_commit=False) as s:
-            events = list(generate_world(session=s, preset="storm", seed=seed).events)
-            s.commit()
-            start = world_now(session=s)
-        engine.dispose()
+        template, events, start = storm_template(Path(tmp), seed)
         run_db = Path(tmp) / "run.db"
         url = f"sqlite:///{run_db}"
         eng = make_engine(url)

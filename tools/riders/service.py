@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Protocol, cast
+from typing import cast
 
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, func, select
@@ -72,33 +72,11 @@ def is_available(rider: Rider, now: datetime) -> bool:
     return RiderStatus(rider.status) not in UNAVAILABLE and aware(rider.shift_end) > now
 
 
-class PlannableOrder(Protocol):
-    """What the solver's input reads of an order: an ``Order`` row, or a ``PlanOrder``."""
-
-    @property
-    def id(self) -> str: ...
-    @property
-    def status(self) -> str: ...
-    @property
-    def store_id(self) -> str: ...
-    @property
-    def rider_id(self) -> str | None: ...
-    @property
-    def x(self) -> float: ...
-    @property
-    def y(self) -> float: ...
-    @property
-    def ready_at(self) -> datetime: ...
-    @property
-    def promised_at(self) -> datetime: ...
-    @property
-    def priority(self) -> int: ...
-
-
 @dataclass(slots=True, frozen=True)
 class PlanOrder:
     """The columns of an order a plan reads (``PLAN_ORDER_COLUMNS``), without an ORM object: a storm
-    plans ~240 orders, and loading them as ``Order`` rows cost more than reading them."""
+    plans ~240 orders, and loading them as ``Order`` rows cost more than reading them. The solver's
+    input takes these or ``Order`` rows alike."""
 
     id: str
     status: str
@@ -116,7 +94,7 @@ class PlanOrder:
 PLAN_ORDER_COLUMNS = tuple(getattr(Order, f.name) for f in fields(PlanOrder))
 
 
-def order_job(order: PlannableOrder, store: Store, world: WorldInfo) -> OrderJob:
+def order_job(order: PlanOrder | Order, store: Store, world: WorldInfo) -> OrderJob:
     return OrderJob(
         id=order.id,
         store_id=store.id,
@@ -153,7 +131,7 @@ def rider_state(
 
 
 def solver_input(
-    *, session: Session, orders: Sequence[PlannableOrder], riders: list[Rider], now: datetime
+    *, session: Session, orders: Sequence[PlanOrder | Order], riders: list[Rider], now: datetime
 ) -> tuple[list[OrderJob], list[RiderState], SolverParams]:
     """The solver's orders, riders and parameters for these rows (weather and world constants applied).
 
