@@ -103,11 +103,11 @@ _HEAD_SEED = {
 
 
 def _lock_chain(session: Session) -> None:
-    dialect = session.get_bind().dialect.name
-    if dialect == "postgresql":
+    postgres = session.get_bind().dialect.name == "postgresql"
+    if postgres:
         session.execute(_ADVISORY_LOCK, {"k": AUDIT_LOCK_KEY})
     # on SQLite this first write takes the database write lock for the rest of the transaction
-    session.execute(_HEAD_SEED[dialect])
+    session.execute(_HEAD_SEED["postgresql" if postgres else "sqlite"])
 
 
 def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
