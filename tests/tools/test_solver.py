@@ -124,3 +124,19 @@ def test_storm_sized_problem_is_within_one_percent_of_the_milp_optimum() -> None
     assert sol.exact is not None and sol.exact.proven_optimal
     assert sol.exact.lower_bound <= sol.objective + 1e-6
     assert sol.exact.gap_pct <= 1.0, sol.exact
+
+
+def test_problems_too_big_for_the_overlap_matrix_get_the_same_plan(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Past HELD_MATRIX_BYTES the search keeps its bundle-overlap rows in a dict: the same moves and
+    the same plan, only slower (here forced on a storm-like problem)."""
+    import dataclasses
+
+    from tools.riders import solver
+
+    orders, riders, params = storm_like(seed=3, n_orders=120, n_riders=14, n_stores=5)
+    with_matrix = solve_assignment(orders, riders, params, rounds=2)
+    monkeypatch.setattr(solver, "HELD_MATRIX_BYTES", 0)
+    with_dict = solve_assignment(orders, riders, params, rounds=2)
+    assert with_dict.trips and dataclasses.replace(with_dict, solve_ms=0) == dataclasses.replace(
+        with_matrix, solve_ms=0
+    )

@@ -57,6 +57,8 @@ from tools.riders.problem import (
 __all__ = ["OrderJob", "RiderState", "SolverParams", "Solution", "solve_assignment"]
 
 _EPS = 1e-7
+# the largest held() matrix a search allocates (~5,800 candidate bundles); beyond, rows in a dict
+HELD_MATRIX_BYTES = 64 * 2**20
 
 
 def order_penalties(orders: Sequence[OrderJob], params: SolverParams) -> np.ndarray:
@@ -82,10 +84,14 @@ class _Search:
         self._owner_ext = np.full(n + 1, -1, dtype=np.int64)
         self.owner = self._owner_ext[:n]
         self.mem_pad = np.where(cols.members >= 0, cols.members, n)  # (B, 3)
-        # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero
+        # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero. A problem too
+        # big for the (B+1) x B matrix keeps its rows in a dict instead (the same values, slower)
         self._inc_ext = np.zeros((n + 1, b_count), dtype=np.int16)
         self._inc_ext[:n] = self.inc_t
-        self._held = np.zeros((b_count + 1, b_count), dtype=np.int16)
+        fits = (b_count + 1) * b_count * 2 <= HELD_MATRIX_BYTES
+        self._held = np.zeros((b_count + 1, b_count), dtype=np.int16) if fits else None
+        self._held_rows: dict[int, np.ndarray] = {}
+        self._zero = np.zeros(b_count, dtype=np.int16)
         self._have = np.zeros(b_count + 1, dtype=bool)
         self._have[b_count] = True
         # kept up to date by set(): the chosen bundles are disjoint, so their held() vectors add up
@@ -100,6 +106,8 @@ class _Search:
 
     def held_rows(self, bs: np.ndarray) -> np.ndarray:
         """(len(bs), B): for each bundle of ``bs`` (-1: none), how many orders each bundle shares with it."""
+        if self._held is None:
+            return np.stack([self.held(int(b)) for b in bs])
         need = bs[~self._have[bs]]
         if need.size:
             need = np.unique(need)
@@ -109,6 +117,13 @@ class _Search:
 
     def held(self, b: int) -> np.ndarray:
         """(B,) how many orders each bundle shares with bundle b (zeros for no bundle)."""
+        if self._held is None:
+            if b < 0:
+                return self._zero
+            row = self._held_rows.get(b)
+            if row is None:
+                row = self._held_rows[b] = self._inc_ext[self.mem_pad[b]].sum(axis=0, dtype=np.int16)
+            return row
         if not self._have[b]:
             self._held[b] = self._inc_ext[self.mem_pad[b]].sum(axis=0, dtype=np.int16)
             self._have[b] = True
