@@ -145,7 +145,8 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         inc.plan_sha = sha
         inc.planner = plan.planner
         inc.summary = plan.summary
-        inc.step_status = {str(st.index): StepStatus.proposed.value for st in plan.steps}
+        proposed = StepStatus.proposed.value
+        inc.step_status = {str(st.index): proposed for st in plan.steps}
         s.add(inc)
         if plan.fallback_reason:
             record(session=s, stage="fallback", incident=inc, plan=plan, reason=plan.fallback_reason)
@@ -215,17 +216,19 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             if bad:
                 verdicts[step.index] = Verdict(decision=Decision.block, reasons=bad, policy_version=policy.version)
         status: dict[str, str] = {}
+        block, ask = Decision.block, Decision.needs_approval
+        pending = StepStatus.pending_approval.value
         for step in plan.steps:
             v = verdicts[step.index]
-            if v.decision == Decision.block:
+            if v.decision == block:
                 status[str(step.index)] = StepStatus.blocked.value
             elif autonomy == "shadow":
                 status[str(step.index)] = StepStatus.shadowed.value
-            elif v.decision == Decision.needs_approval:
-                status[str(step.index)] = StepStatus.pending_approval.value
+            elif v.decision == ask:
+                status[str(step.index)] = pending
             else:
                 status[str(step.index)] = StepStatus.approved.value
-        asking = [st for st in plan.steps if status[str(st.index)] == StepStatus.pending_approval.value]
+        asking = [st for st in plan.steps if status[str(st.index)] == pending]
         dumped = _dump_verdicts(verdicts)
         step_dumps = {d["index"]: d for d in thread_plan_dump(state, runtime, plan).get("steps", [])}
         request_id = None

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from agent.plan import PlanStep
 from guardrails.context import AssessContext, OrderFacts
 from guardrails.verdict import Decision, Reason, Verdict
-from tools.state_machine import TERMINAL, OrderStatus, can_transition
+from tools.state_machine import TERMINAL, OrderStatus, can_transition, order_status
 
 Risk = Literal["read", "notify", "dispatch", "inventory", "money", "cancel", "escalate"]
 WRITE_RISKS: frozenset[str] = frozenset({"notify", "dispatch", "inventory", "money", "cancel", "escalate"})
@@ -269,7 +269,7 @@ def hard_blocks(
             continue
         if oid not in in_scope:
             out.append(_block("order_outside_incident", f"order {oid} is not part of this incident", "scope.incident"))
-        status = OrderStatus(facts.status)
+        status = order_status(facts.status)
         if rule.target_status is not None and not can_transition(status, rule.target_status):
             out.append(
                 _block(

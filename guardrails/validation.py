@@ -25,7 +25,7 @@ from guardrails.verdict import Reason
 from tools.base import Tool
 from tools.db import in_param
 from tools.models import Compensation, Customer, Order, Rider, aware
-from tools.state_machine import OrderStatus
+from tools.state_machine import OrderStatus, order_status
 
 log = structlog.get_logger(__name__)
 
@@ -184,9 +184,9 @@ def build_assess_context(
         c = customers.get(o.customer_id)
         order_facts[o.id] = OrderFacts(
             value_cents=o.value_cents,
-            status=OrderStatus(o.status).value,
+            status=order_status(o.status).value,
             customer_id=o.customer_id,
-            customer_tier=str(c.tier.value if hasattr(c.tier, "value") else c.tier) if c else "bronze",
+            customer_tier=str(c.tier) if c else "bronze",  # a StrEnum's str() is its value
             customer_value_cents=values.get(o.customer_id),
             refund_claims=c.refund_claims_count if c else 0,
             rider_id=o.rider_id,
@@ -199,7 +199,7 @@ def build_assess_context(
         rows = session.execute(_RIDER_FACTS, {"ids": rider_ids})
         for r in rows:
             rider_facts[r.id] = RiderFacts(
-                status=str(r.status.value if hasattr(r.status, "value") else r.status),
+                status=str(r.status),
                 shift_end=aware(r.shift_end),
                 load=int(loads.get(r.id, 0)),
                 capacity=r.capacity,

@@ -68,8 +68,18 @@ class InsufficientStock(DomainError):
     code = "insufficient_stock"
 
 
+_BY_VALUE: dict[str, OrderStatus] = {s.value: s for s in OrderStatus}
+
+
+def order_status(value: OrderStatus | str) -> OrderStatus:
+    """``OrderStatus(value)``, by a dict look-up first: an Enum call costs about ten times as much, and a
+    storm converts ~1,500 statuses read from the database. An unknown value raises ValueError as before."""
+    found = _BY_VALUE.get(value)
+    return found if found is not None else OrderStatus(value)
+
+
 def can_transition(current: OrderStatus | str, target: OrderStatus | str) -> bool:
-    return OrderStatus(target) in TRANSITIONS[OrderStatus(current)]
+    return order_status(target) in TRANSITIONS[order_status(current)]
 
 
 def check_transition(current: OrderStatus | str, target: OrderStatus | str, *, order_id: str = "") -> None:

@@ -41,7 +41,7 @@ from sqlmodel import Session, col, select
 from tools.db import in_param
 from tools.models import Order, Rider, RiderStatus, Store, Weather, aware
 from tools.service import get_world
-from tools.state_machine import ACTIVE, OrderStatus
+from tools.state_machine import ACTIVE, OrderStatus, order_status
 
 NO_RIDER_WAIT_MINUTES = 30.0
 
@@ -196,7 +196,7 @@ def predict_dropoffs(*, session: Session, order_ids: list[str] | None = None, no
         if ready > 0 and delay:
             ready += delay
         promised[oid] = minutes(promised_at)
-        status = OrderStatus(status)
+        status = order_status(status)
         rider = riders.get(rider_id) if rider_id else None
         working = rider is not None and rider.status != RiderStatus.offline
         if working and status in (OrderStatus.assigned, OrderStatus.picked_up):
@@ -314,7 +314,7 @@ def route_ends(
         if ready > 0 and delay:
             ready += delay
         promised = (aware(promised_at) - now).total_seconds() / 60.0
-        items[rider_id].append((oid, OrderStatus(status), store_id, sx, sy, ox, oy, ready, promised))
+        items[rider_id].append((oid, order_status(status), store_id, sx, sy, ox, oy, ready, promised))
     scratch: dict[str, tuple[str | None, str, float | None, float]] = {}
     return {
         rid: _walk_route(

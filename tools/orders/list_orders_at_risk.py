@@ -15,7 +15,7 @@ from tools.base import ToolArgs, ToolContext, ToolError, tool
 from tools.models import Order, Store, aware
 from tools.orders.eta import ACTIVE_NOW, predict_dropoffs
 from tools.service import get_world
-from tools.state_machine import OrderStatus
+from tools.state_machine import order_status
 
 
 class ListOrdersAtRiskArgs(ToolArgs):
@@ -117,7 +117,7 @@ def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersA
         orders=[
             OrderAtRisk(
                 order_id=p.order_id,
-                status=OrderStatus(by_id[p.order_id].status).value,
+                status=order_status(by_id[p.order_id].status).value,
                 zone=by_id[p.order_id].zone,
                 store_id=by_id[p.order_id].store_id,
                 customer_id=by_id[p.order_id].customer_id,

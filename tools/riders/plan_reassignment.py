@@ -20,7 +20,7 @@ from tools.riders.models import (
 from tools.riders.service import PLAN_ORDER_COLUMNS, PLANNABLE, PlanOrder, is_available, solver_input
 from tools.riders.solver import solve_assignment
 from tools.service import get_rider, get_world, list_orders, list_riders
-from tools.state_machine import NotFound, OrderStatus
+from tools.state_machine import NotFound, OrderStatus, order_status
 
 
 @tool(args=PlanReassignmentArgs, result=PlanReassignmentResult, writes=False, family="riders")
@@ -45,7 +45,7 @@ def plan_reassignment(ctx: ToolContext, args: PlanReassignmentArgs) -> PlanReass
             return ToolError(error="not_found", message=f"unknown orders: {missing}", details={"order_ids": missing})
         for oid in wanted:
             o = loaded[oid]
-            if OrderStatus(o.status) in PLANNABLE and not o.on_hold:
+            if order_status(o.status) in PLANNABLE and not o.on_hold:
                 orders.append(o)
             else:
                 why = "on_hold" if o.on_hold else "not_plannable"
