@@ -217,22 +217,17 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 verdicts[step.index] = Verdict(decision=Decision.block, reasons=bad, policy_version=policy.version)
         status: dict[str, str] = {}
         block, ask = Decision.block, Decision.needs_approval
-        blocked, shadowed, pending, approved = (
-            StepStatus.blocked.value,
-            StepStatus.shadowed.value,
-            StepStatus.pending_approval.value,
-            StepStatus.approved.value,
-        )
+        pending = StepStatus.pending_approval.value
         for step in plan.steps:
             v = verdicts[step.index]
             if v.decision == block:
-                status[str(step.index)] = blocked
+                status[str(step.index)] = StepStatus.blocked.value
             elif autonomy == "shadow":
-                status[str(step.index)] = shadowed
+                status[str(step.index)] = StepStatus.shadowed.value
             elif v.decision == ask:
                 status[str(step.index)] = pending
             else:
-                status[str(step.index)] = approved
+                status[str(step.index)] = StepStatus.approved.value
         asking = [st for st in plan.steps if status[str(st.index)] == pending]
         dumped = _dump_verdicts(verdicts)
         step_dumps = {d["index"]: d for d in thread_plan_dump(state, runtime, plan).get("steps", [])}
@@ -302,7 +297,7 @@ def _dump_verdicts(verdicts: dict[int, Any]) -> dict[str, Any]:
         if v.reasons:
             out[str(i)] = v.model_dump(mode="json")
             continue
-        key = (str(v.decision), v.policy_version, v.approvals_required)
+        key = (v.decision.value, v.policy_version, v.approvals_required)
         d = plain.get(key)
         if d is None:
             d = plain[key] = v.model_dump(mode="json")

@@ -144,7 +144,7 @@ def _ingest(
                 "event_id": event.id,
                 "incident_id": incident.id,
                 "seq": acc.count if acc is not None else incident.event_count,
-                "type": str(event.type),  # a StrEnum's str() is its value
+                "type": event.type.value,
                 "received_at": now,
                 "occurred_at": event.occurred_at,
                 "event": event.model_dump(mode="json"),  # as received: `eval export` replays it

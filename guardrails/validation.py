@@ -184,7 +184,7 @@ def build_assess_context(
         c = customers.get(o.customer_id)
         order_facts[o.id] = OrderFacts(
             value_cents=o.value_cents,
-            status=str(order_status(o.status)),
+            status=order_status(o.status).value,
             customer_id=o.customer_id,
             customer_tier=str(c.tier) if c else "bronze",  # a StrEnum's str() is its value
             customer_value_cents=values.get(o.customer_id),

@@ -117,7 +117,7 @@ def list_orders_at_risk(ctx: ToolContext, args: ListOrdersAtRiskArgs) -> OrdersA
         orders=[
             OrderAtRisk(
                 order_id=p.order_id,
-                status=str(order_status(by_id[p.order_id].status)),
+                status=order_status(by_id[p.order_id].status).value,
                 zone=by_id[p.order_id].zone,
                 store_id=by_id[p.order_id].store_id,
                 customer_id=by_id[p.order_id].customer_id,
