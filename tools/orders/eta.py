@@ -351,24 +351,43 @@ def _dispatch_rest(
     rt = np.array([free_at[r.id][0] for r in on_shift], dtype=float)
     rx = np.array([free_at[r.id][1] for r in on_shift], dtype=float)
     ry = np.array([free_at[r.id][2] for r in on_shift], dtype=float)
-    shift_end = np.array([(aware(r.shift_end) - now).total_seconds() / 60.0 for r in on_shift], dtype=float)
+    shift_end = [(aware(r.shift_end) - now).total_seconds() / 60.0 for r in on_shift]
     rf = weather.factors(rx, ry)
 
     tasks.sort(key=lambda k: (k.ready, k.promised, k.order_id))
-    for k in tasks:
-        pf = weather.at(k.px, k.py)
-        drop_f = min(pf, weather.at(k.dx, k.dy))
+    # Food is collected at a store or where a stranded bag is: a handful of places ("spots") for
+    # hundreds of tasks. A rider is always where it started or at the drop-off of a task it took, so
+    # every travel time the greedy asks for is one of (riders' starts + tasks' drop-offs) x spots,
+    # computed at once with the element-wise operations of one rider vector per task (so the same
+    # values). ``arrive[s, j]``: when rider j, from where it is now, reaches spot s; inf once its
+    # shift is over by the time it is free. Taking a task rewrites that rider's column only.
+    spots: dict[tuple[float, float], int] = {}
+    spot_of = [spots.setdefault((k.px, k.py), len(spots)) for k in tasks]
+    spot_f = [weather.at(x, y) for x, y in spots]
+    drop_fs = [weather.at(k.dx, k.dy) for k in tasks]
+    n = len(ids)
+    if n:
+        spot_x = np.array([x for x, _ in spots], dtype=float)
+        spot_y = np.array([y for _, y in spots], dtype=float)
+        src_x = np.concatenate((rx, np.array([k.dx for k in tasks], dtype=float)))
+        src_y = np.concatenate((ry, np.array([k.dy for k in tasks], dtype=float)))
+        src_f = np.concatenate((rf, np.array(drop_fs, dtype=float)))
+        d = np.hypot(src_x[:, None] - spot_x[None, :], src_y[:, None] - spot_y[None, :])
+        travel = np.ceil(d / (mpm * np.minimum(src_f[:, None], np.array(spot_f, dtype=float)[None, :])) - 1e-9)
+        arrive = (rt[:, None] + travel[:n]).T.copy()
+        # a rider whose shift is over by the time it is free does not take new work
+        arrive[:, ~(rt < np.array(shift_end, dtype=float))] = np.inf
+    for i, k in enumerate(tasks):
+        drop_f = min(spot_f[spot_of[i]], drop_fs[i])
         to_drop = math.hypot(k.px - k.dx, k.py - k.dy)
         deliver = (math.ceil(to_drop / (mpm * drop_f) - 1e-9) if to_drop else 0.0) + dropoff_s
         arrival = None
-        if len(ids):
-            d = np.hypot(rx - k.px, ry - k.py)
-            arr = rt + np.ceil(d / (mpm * np.minimum(rf, pf)) - 1e-9)
-            # a rider whose shift is over by the time it is free does not take new work
-            arr = np.where(rt < shift_end, arr, np.inf)
-            j = int(np.argmin(arr))
-            if np.isfinite(arr[j]):
-                arrival = float(arr[j])
+        if n:
+            at_spot = arrive[spot_of[i]]
+            j = int(at_spot.argmin())
+            soonest = float(at_spot[j])
+            if math.isfinite(soonest):
+                arrival = soonest
         if arrival is None:
             pick = max(0.0, k.ready) + NO_RIDER_WAIT_MINUTES + pickup_s
             basis = "no_rider" if k.basis == "next_rider" else k.basis
@@ -377,5 +396,4 @@ def _dispatch_rest(
         pick = max(arrival, k.ready) + pickup_s
         drop = pick + deliver
         result[k.order_id] = (ids[j], k.basis, pick, drop)
-        rt[j], rx[j], ry[j] = drop, k.dx, k.dy
-        rf[j] = weather.at(k.dx, k.dy)
+        arrive[:, j] = drop + travel[n + i] if drop < shift_end[j] else np.inf
