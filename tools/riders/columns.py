@@ -175,22 +175,31 @@ def build_columns(
         latest_ready = ready[mem].max(axis=1)  # (nb,)
         to_first = to_store[:, first]  # (R, nb)
         pick = np.maximum(start[:, None] + to_first + ps / 2, latest_ready[None, :])  # (R, nb)
-        # lateness summed over the bundle's stops one stop at a time (R, nb, P): no (R, nb, P, m) array
-        slack = delta - promise[seq]  # (nb, P, m)
-        c = np.zeros(pick.shape + (len(perms),))
+        # lateness summed over the bundle's stops one stop at a time, laid out (P, R, nb): the long
+        # bundle axis innermost (with P innermost, each ufunc ran R x nb inner loops of 2 or 6)
+        slack = np.ascontiguousarray((delta - promise[seq]).transpose(2, 1, 0))  # (m, P, nb)
+        c = np.zeros((len(perms),) + pick.shape)
         n_late = np.zeros(c.shape, dtype=np.int64) if params.late_order_weight else None
         for k in range(m):
-            late = np.maximum(pick[:, :, None] + slack[None, :, :, k], 0.0)
+            late = np.maximum(pick[None, :, :] + slack[k][:, None, :], 0.0)
             c += late
             if n_late is not None:
                 n_late += late > 0
         if n_late is not None:
             c += params.late_order_weight * n_late
-        c += params.travel_weight * (to_first[:, :, None] + route[None, :, :])
-        best = c.argmin(axis=2)  # (R, nb)
-        best_cost = np.take_along_axis(c, best[:, :, None], axis=2)[:, :, 0]
+        c += params.travel_weight * (to_first[None, :, :] + np.ascontiguousarray(route.T)[:, None, :])
+        if np.isnan(c).any():  # argmin's rule for NaN, the first wins (e.g. an infinite weight x 0 lates)
+            best = c.argmin(axis=0)
+            best_cost = np.take_along_axis(c, best[None, :, :], axis=0)[0]
+        else:  # the first cheapest sequence, like argmin, one (R, nb) slice at a time (argmin along a short axis costs more)
+            best = np.zeros(pick.shape, dtype=np.int64)  # (R, nb)
+            best_cost = c[0].copy()
+            for p in range(1, len(perms)):
+                better = c[p] < best_cost
+                best[better] = p
+                np.minimum(best_cost, c[p], out=best_cost)
         feasible = (pick <= shift_end[:, None] + 1e-9) & (room[:, None] >= m)
-        cost[:, lo:hi] = np.where(feasible, best_cost, INFEASIBLE)
+        np.copyto(cost[:, lo:hi], best_cost, where=feasible)  # the rest stays INFEASIBLE
         perm_idx[:, lo:hi] = best
         pickup[:, lo:hi] = pick
         seq_all[lo:hi, : len(perms), :m] = seq
