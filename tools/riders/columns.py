@@ -87,11 +87,10 @@ def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> np.ndarra
     sy = np.array([o.store_y for o in orders], dtype=float)
     ready = np.array([o.ready for o in orders], dtype=float)
     direct = _tt(np.hypot(xs - sx, ys - sy), speed)
-    # travel between drop-offs only for same-store pairs (the only ones that may bundle): a storm's
-    # ~240 orders spread over many stores, so most of the n x n matrix would never be read
-    ii, jj = np.nonzero(store[:, None] == store[None, :])
-    between = np.full((n, n), np.inf)
-    between[ii, jj] = _tt(np.hypot(xs[ii] - xs[jj], ys[ii] - ys[jj]), speed)
+    # travel between every two drop-offs, one broadcast: only same-store pairs may bundle and ``ok``
+    # masks the others out, but picking the same-store pairs out first (a 2-D nonzero, four gathers
+    # and a scatter) cost more than the whole matrix does, three times more on the storm (one store)
+    between = _tt(np.hypot(xs[:, None] - xs[None, :], ys[:, None] - ys[None, :]), speed)
     # detour of serving j right after i instead of going to j directly (the better order of the two)
     detour = direct[:, None] + between - direct[None, :]
     detour = np.minimum(detour, detour.T)
@@ -109,14 +108,15 @@ def candidate_bundles(orders: list[OrderJob], params: SolverParams) -> np.ndarra
     keep = ok[rows, best.ravel()]
     partner[rows[keep], best.ravel()[keep]] = True
     partner |= partner.T
-    pi, pj = np.nonzero(np.triu(partner, 1))
+    upper = np.triu(partner, 1)  # partners j > i of each i
+    # 2-D nonzero walks a multi-index iterator; the flat one and a divmod give the same pairs, 8x faster
+    pi, pj = np.divmod(np.flatnonzero(upper), n)
     pairs = np.full((len(pi), MAX_SIZE), -1, dtype=np.int64)
     pairs[:, 0], pairs[:, 1] = pi, pj
     out = [singles, pairs]
     if params.max_bundle >= 3 and len(pi):
-        common = partner[pi] & partner[pj]  # (pairs, N): k partners with both i and j
-        common &= np.arange(n)[None, :] > pj[:, None]
-        t, kk = np.nonzero(common)
+        common = upper[pi] & upper[pj]  # (pairs, N): k > j > i partners with both i and j
+        t, kk = np.divmod(np.flatnonzero(common), n)
         triples = np.stack([pi[t], pj[t], kk], axis=1)
         out.append(triples)
     return np.concatenate(out)
@@ -175,22 +175,31 @@ def build_columns(
         latest_ready = ready[mem].max(axis=1)  # (nb,)
         to_first = to_store[:, first]  # (R, nb)
         pick = np.maximum(start[:, None] + to_first + ps / 2, latest_ready[None, :])  # (R, nb)
-        # lateness summed over the bundle's stops one stop at a time (R, nb, P): no (R, nb, P, m) array
-        slack = delta - promise[seq]  # (nb, P, m)
-        c = np.zeros(pick.shape + (len(perms),))
+        # lateness summed over the bundle's stops one stop at a time, laid out (P, R, nb): the long
+        # bundle axis innermost (with P innermost, each ufunc ran R x nb inner loops of 2 or 6)
+        slack = np.ascontiguousarray((delta - promise[seq]).transpose(2, 1, 0))  # (m, P, nb)
+        c = np.zeros((len(perms),) + pick.shape)
         n_late = np.zeros(c.shape, dtype=np.int64) if params.late_order_weight else None
         for k in range(m):
-            late = np.maximum(pick[:, :, None] + slack[None, :, :, k], 0.0)
+            late = np.maximum(pick[None, :, :] + slack[k][:, None, :], 0.0)
             c += late
             if n_late is not None:
                 n_late += late > 0
         if n_late is not None:
             c += params.late_order_weight * n_late
-        c += params.travel_weight * (to_first[:, :, None] + route[None, :, :])
-        best = c.argmin(axis=2)  # (R, nb)
-        best_cost = np.take_along_axis(c, best[:, :, None], axis=2)[:, :, 0]
+        c += params.travel_weight * (to_first[None, :, :] + np.ascontiguousarray(route.T)[:, None, :])
+        if np.isnan(c).any():  # argmin's rule for NaN, the first wins (e.g. an infinite weight x 0 lates)
+            best = c.argmin(axis=0)
+            best_cost = np.take_along_axis(c, best[None, :, :], axis=0)[0]
+        else:  # the first cheapest sequence, like argmin, one (R, nb) slice at a time (argmin along a short axis costs more)
+            best = np.zeros(pick.shape, dtype=np.int64)  # (R, nb)
+            best_cost = c[0].copy()
+            for p in range(1, len(perms)):
+                better = c[p] < best_cost
+                best[better] = p
+                np.minimum(best_cost, c[p], out=best_cost)
         feasible = (pick <= shift_end[:, None] + 1e-9) & (room[:, None] >= m)
-        cost[:, lo:hi] = np.where(feasible, best_cost, INFEASIBLE)
+        np.copyto(cost[:, lo:hi], best_cost, where=feasible)  # the rest stays INFEASIBLE
         perm_idx[:, lo:hi] = best
         pickup[:, lo:hi] = pick
         seq_all[lo:hi, : len(perms), :m] = seq
