@@ -191,7 +191,9 @@ def build_columns(
         if np.isnan(c).any():  # argmin's rule for NaN, the first wins (e.g. an infinite weight x 0 lates)
             best = c.argmin(axis=0)
             best_cost = np.take_along_axis(c, best[None, :, :], axis=0)[0]
-        else:  # the first cheapest sequence, like argmin, one (R, nb) slice at a time (argmin along a short axis costs more)
+        else:
+            # the first cheapest sequence, like argmin, one (R, nb) slice at a time
+            # (argmin along a short axis costs more)
             best = np.zeros(pick.shape, dtype=np.int64)  # (R, nb)
             best_cost = c[0].copy()
             for p in range(1, len(perms)):
