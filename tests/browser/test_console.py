@@ -98,15 +98,31 @@ def test_an_unknown_incident_page_says_so(page: Any, live_server: LiveServer) ->
     assert errors == []
 
 
-def test_a_double_click_sends_one_decision(page: Any, live_server: LiveServer) -> None:
+def test_a_double_click_sends_one_decision_even_when_the_queue_redraws_meanwhile(
+    page: Any, live_server: LiveServer
+) -> None:
     incident_id = live_server.incidents["web-stockout-o2"]
     posts: list[str] = []
     page.on("request", lambda r: posts.append(r.url) if r.method == "POST" and "/decision" in r.url else None)
     sign_in(page, live_server, "supervisor")
     request = page.locator(".request", has=page.locator(f"a[href='/console/incidents/{incident_id}']"))
     step = request.locator(".step", has=page.locator("button[data-action='approve']")).first
+    index = step.get_attribute("data-step")
+    # hold the decision in the page for a while, so the queue is redrawn while it is on its way (the live
+    # feed redraws it whenever it changes): the redrawn buttons must stay disabled
+    page.evaluate(
+        """() => { const send = window.fetch; window.fetch = async (url, opts) => {
+             if (String(url).includes('/decision')) await new Promise(r => setTimeout(r, 800));
+             return send(url, opts); }; }"""
+    )
     step.locator("button[data-action='approve']").dblclick()
-    page.locator(".result.ok", has_text="Approved.").first.wait_for()
+    page.evaluate("refreshQueue()")
+    redrawn = request.locator(f".step[data-step='{index}'] button[data-action='approve']")
+    assert redrawn.is_disabled()
+    redrawn.dispatch_event("click")  # a click on the redrawn button, disabled or not, sends nothing more
+    # the answer stays in the decisions log after the resolved request has left the queue
+    request.wait_for(state="detached")
+    page.locator("#decisions .result.ok", has_text="Approved.").wait_for()
     page.wait_for_timeout(300)  # a second POST, if one were sent, has answered by now
     assert len(posts) == 1, posts
     assert page.locator(".result.error").count() == 0

@@ -217,6 +217,33 @@ function editedArgs(stepNode, original) {
   return args;
 }
 
+// decisions survive a redraw of the queue (the live feed redraws it whenever it changes)
+const deciding = new Set();  // step keys whose decision is on its way to the server
+const outcomes = new Map();  // step key -> the server's last answer, shown on the step while it is queued
+
+function stepNodeNow(reqId, index) {  // the step as drawn now, which may not be the node that was clicked
+  return document.querySelector(`.request[data-request="${CSS.escape(reqId)}"] .step[data-step="${index}"]`);
+}
+
+function stepButtons(reqId, index) {
+  const node = stepNodeNow(reqId, index);
+  return node ? node.querySelectorAll("button[data-action]") : [];
+}
+
+function noteDecision(req, step, text, ok) {
+  outcomes.set(step.key, { text, ok });
+  const [reqId, index] = [req.id, step.step_index];
+  const node = stepNodeNow(reqId, index);
+  const shown = node && node.querySelector(".result");
+  if (shown) { shown.textContent = text; shown.className = `result ${ok ? "ok" : "error"}`; }
+  // and in the log above the queue, which stays when the step or its request leaves the queue
+  const log = document.getElementById("decisions");
+  if (!log) return;
+  log.prepend(el("li", { class: `result ${ok ? "ok" : "error"}` },
+    `${text} Step ${index} (${step.tool}) of request `, el("code", {}, reqId.slice(0, 12))));
+  while (log.children.length > 8) log.lastChild.remove();
+}
+
 function renderRequest(req) {
   const decide = can("decide");
   const node = el("div", { class: "request", "data-request": req.id },
@@ -247,30 +274,31 @@ function renderRequest(req) {
           body.reason = prompt("Why reject this step?") || "";
           if (!body.reason) return;
         }
-        const status = stepNode.querySelector(".result");
-        // one decision in flight per step: a double click must not send a second one (the server
-        // would refuse it, 409, and its error would cover the first one's success)
-        const buttons = stepNode.querySelectorAll("button[data-action]");
-        if (stepNode.dataset.deciding) return;
-        stepNode.dataset.deciding = "1";
-        buttons.forEach(b => { b.disabled = true; });
+        // one decision in flight per step, across redraws of the queue: a double click, or a click on
+        // the redrawn button while the first answer is on its way, must not send a second one (the
+        // server would refuse it, 409, and its error would cover the first one's success)
+        if (deciding.has(step.key)) return;
+        deciding.add(step.key);
+        stepButtons(req.id, step.step_index).forEach(b => { b.disabled = true; });
         try {
           await api(`/approvals/${req.id}/steps/${step.step_index}/decision`, { method: "POST", body });
-          status.textContent = decision === "reject" ? "Rejected." : "Approved.";
-          status.className = "result ok";
+          noteDecision(req, step, decision === "reject" ? "Rejected." : "Approved.", true);
           setTimeout(refreshQueue, 400);
         } catch (err) {
-          status.textContent = err.message; status.className = "result error";
-          delete stepNode.dataset.deciding;
-          buttons.forEach(b => { b.disabled = false; });
+          noteDecision(req, step, err.message, false);
+          stepButtons(req.id, step.step_index).forEach(b => { b.disabled = false; });
+        } finally {
+          deciding.delete(step.key);
         }
       };
+      const inFlight = deciding.has(step.key);
       left.append(el("div", { class: "actions" },
-        el("button", { type: "button", class: "approve", "data-action": "approve", onclick: () => act("approve") }, "Approve"),
-        el("button", { type: "button", class: "secondary", "data-action": "edit", onclick: () => act("edit") }, "Approve with edits"),
-        el("button", { type: "button", class: "reject", "data-action": "reject", onclick: () => act("reject") }, "Reject")),
-        el("p", { class: "result", role: "status" }));
+        el("button", { type: "button", class: "approve", "data-action": "approve", disabled: inFlight, onclick: () => act("approve") }, "Approve"),
+        el("button", { type: "button", class: "secondary", "data-action": "edit", disabled: inFlight, onclick: () => act("edit") }, "Approve with edits"),
+        el("button", { type: "button", class: "reject", "data-action": "reject", disabled: inFlight, onclick: () => act("reject") }, "Reject")));
     }
+    const outcome = outcomes.get(step.key);
+    left.append(el("p", { class: outcome ? `result ${outcome.ok ? "ok" : "error"}` : "result", role: "status" }, outcome ? outcome.text : ""));
     stepNode.append(left, el("div", {}, step.shap_factors && step.shap_factors.length ? el("div", {}, el("h4", {}, "Why this amount (SHAP)"), shapChart(step.shap_factors)) : el("span", { class: "muted small" }, "no model factors")));
     node.append(stepNode);
   }
