@@ -162,7 +162,8 @@ class _Search:
                 cur_val = self.ben[r, cur] if cur >= 0 else 0.0
                 if self.best[r] <= max(cur_val, 0.0) + 1e-6:
                     continue  # no column of r beats what r has
-                cand = np.where(self.counts() - self.held(cur) > 0, -np.inf, self.ben[r])
+                cand = self.ben[r].copy()  # putmask rather than np.where: see eject
+                np.putmask(cand, self.counts() - self.held(cur) > 0, -np.inf)
                 best = int(np.argmax(cand))
                 if cand[best] > max(cur_val, 0.0) + 1e-6:
                     self.set(r, best)
@@ -237,7 +238,10 @@ class _Search:
             # q may use columns free of every order held by riders other than q and r, and of b
             base = self.cnt - self.held(cur)
             clash = base[None, :] - self.held_rows(qcurs) + self.held_rows(bs)
-            qvals = np.where(clash > 0, -np.inf, self.ben[qs])
+            # putmask on a copy: the same values as np.where(clash > 0, -inf, ...), which costs twice
+            # the instructions (its iterator buffers the broadcast -inf)
+            qvals = self.ben[qs]
+            np.putmask(qvals, clash > 0, -np.inf)
             qbest = np.argmax(qvals, axis=1)
             qnew = np.maximum(qvals[np.arange(len(pick)), qbest], 0.0)
             qcur_val = self.ben[qs, qcurs]
