@@ -86,10 +86,15 @@ class _Search:
         self.mem_pad = np.where(cols.members >= 0, cols.members, n)  # (B, 3)
         # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero. A problem too
         # big for the (B+1) x B matrix keeps its rows in a dict instead (the same values, slower)
-        self._inc_ext = np.zeros((n + 1, b_count), dtype=np.int16)
+        # np.empty and only the last rows zeroed: every other row is written before it is read, and
+        # zeroing (B+1) x B int16 costs a store per byte (~2 M instructions on the storm)
+        self._inc_ext = np.empty((n + 1, b_count), dtype=np.int16)
         self._inc_ext[:n] = self.inc_t
+        self._inc_ext[n] = 0
         fits = (b_count + 1) * b_count * 2 <= HELD_MATRIX_BYTES
-        self._held = np.zeros((b_count + 1, b_count), dtype=np.int16) if fits else None
+        self._held = np.empty((b_count + 1, b_count), dtype=np.int16) if fits else None
+        if self._held is not None:
+            self._held[b_count] = 0
         self._held_rows: dict[int, np.ndarray] = {}
         self._zero = np.zeros(b_count, dtype=np.int16)
         self._have = np.zeros(b_count + 1, dtype=bool)
@@ -99,6 +104,10 @@ class _Search:
         self.cnt = np.zeros(b_count, dtype=np.int16)
         # each rider's best column anywhere: an upper bound that lets moves skip what cannot gain
         self.best = self.ben.max(axis=1, initial=-np.inf) if self.ben.size else np.full(r_count, -np.inf)
+        # once rather than per call: what the linear assignments of _assign maximise (0 where
+        # infeasible; the benefits are > _EPS or -inf) and the bundles some rider may take
+        self.gain = np.maximum(self.ben, 0.0)
+        self.takeable = np.isfinite(self.ben).any(axis=0)
         # set() counts changes; a move that looked at rider r and found nothing remembers the count,
         # and is not tried for r again until something changed (the same state gives the same answer)
         self.version = 0
@@ -261,9 +270,8 @@ class _Search:
         """Re-assign every rider at once over the chosen bundles plus the bundles made only of
         unassigned orders (a linear assignment, so chains of riders handing bundles on are found);
         new bundles that overlap are kept greedily, then the kept set is matched optimally again."""
-        free_orders = self.owner < 0
-        fresh = ~self.inc_t[~free_orders].any(axis=0)  # bundles of unassigned orders only
-        fresh &= np.isfinite(self.ben).any(axis=0)
+        # bundles of unassigned orders only: counts() is 0 exactly there
+        fresh = (self.cnt == 0) & self.takeable
         pool = np.concatenate([self.choice[self.choice >= 0], np.nonzero(fresh)[0]])
         if len(pool) == 0:
             return False
@@ -292,8 +300,7 @@ class _Search:
 
     def _assign(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best rider for each pool bundle (at most one each); pairs with a positive benefit only."""
-        sub = self.ben[:, pool]
-        gain = np.where(np.isfinite(sub), sub, 0.0)
+        gain = self.gain[:, pool]
         rows, cs = linear_sum_assignment(gain, maximize=True)
         ok = gain[rows, cs] > _EPS
         return rows[ok], cs[ok]
