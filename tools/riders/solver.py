@@ -112,6 +112,7 @@ class _Search:
         # and is not tried for r again until something changed (the same state gives the same answer)
         self.version = 0
         self._idle_at = {move: np.full(r_count, -1, dtype=np.int64) for move in ("relocate", "eject")}
+        self._cand: dict[tuple[int, int, int], np.ndarray] = {}
 
     def held_rows(self, bs: np.ndarray) -> np.ndarray:
         """(len(bs), B): for each bundle of ``bs`` (-1: none), how many orders each bundle shares with it."""
@@ -229,10 +230,14 @@ class _Search:
             idle_at[r] = self.version
             cur = int(self.choice[r])
             cur_val = self.ben[r, cur] if cur >= 0 else 0.0
-            cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
+            # r's best columns depend on r and its column only: kept across calls while r keeps it
+            key = (r, cur, top)
+            cand = self._cand.get(key)
+            if cand is None:
+                cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
+                cand = self._cand[key] = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
             if len(cand) == 0:
                 continue
-            cand = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
             # the columns clashing with exactly one other rider q: the riders holding each candidate's
             # orders (-1: nobody, r itself counts as nobody), one distinct owner left
             owners = self._owner_ext[self.mem_pad[cand]]  # (C, 3)
@@ -246,7 +251,9 @@ class _Search:
             qcurs = self.choice[qs]  # q holds an order, so it has a column
             # q may use columns free of every order held by riders other than q and r, and of b
             base = self.cnt - self.held(cur)
-            clash = base[None, :] - self.held_rows(qcurs) + self.held_rows(bs)
+            clash = self.held_rows(bs)  # a fresh array: held_rows gathers
+            clash -= self.held_rows(qcurs)
+            clash += base
             # putmask on a copy: the same values as np.where(clash > 0, -inf, ...), which costs twice
             # the instructions (its iterator buffers the broadcast -inf)
             qvals = self.ben[qs]
