@@ -86,10 +86,15 @@ class _Search:
         self.mem_pad = np.where(cols.members >= 0, cols.members, n)  # (B, 3)
         # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero. A problem too
         # big for the (B+1) x B matrix keeps its rows in a dict instead (the same values, slower)
-        self._inc_ext = np.zeros((n + 1, b_count), dtype=np.int16)
+        # np.empty and only the last rows zeroed: every other row is written before it is read, and
+        # zeroing (B+1) x B int16 costs a store per byte (~2 M instructions on the storm)
+        self._inc_ext = np.empty((n + 1, b_count), dtype=np.int16)
         self._inc_ext[:n] = self.inc_t
+        self._inc_ext[n] = 0
         fits = (b_count + 1) * b_count * 2 <= HELD_MATRIX_BYTES
-        self._held = np.zeros((b_count + 1, b_count), dtype=np.int16) if fits else None
+        self._held = np.empty((b_count + 1, b_count), dtype=np.int16) if fits else None
+        if self._held is not None:
+            self._held[b_count] = 0
         self._held_rows: dict[int, np.ndarray] = {}
         self._zero = np.zeros(b_count, dtype=np.int16)
         self._have = np.zeros(b_count + 1, dtype=bool)
@@ -99,10 +104,15 @@ class _Search:
         self.cnt = np.zeros(b_count, dtype=np.int16)
         # each rider's best column anywhere: an upper bound that lets moves skip what cannot gain
         self.best = self.ben.max(axis=1, initial=-np.inf) if self.ben.size else np.full(r_count, -np.inf)
+        # once rather than per call: what the linear assignments of _assign maximise (0 where
+        # infeasible; the benefits are > _EPS or -inf) and the bundles some rider may take
+        self.gain = np.maximum(self.ben, 0.0)
+        self.takeable = np.isfinite(self.ben).any(axis=0)
         # set() counts changes; a move that looked at rider r and found nothing remembers the count,
         # and is not tried for r again until something changed (the same state gives the same answer)
         self.version = 0
         self._idle_at = {move: np.full(r_count, -1, dtype=np.int64) for move in ("relocate", "eject")}
+        self._cand: dict[tuple[int, int, int], np.ndarray] = {}
 
     def held_rows(self, bs: np.ndarray) -> np.ndarray:
         """(len(bs), B): for each bundle of ``bs`` (-1: none), how many orders each bundle shares with it."""
@@ -162,7 +172,8 @@ class _Search:
                 cur_val = self.ben[r, cur] if cur >= 0 else 0.0
                 if self.best[r] <= max(cur_val, 0.0) + 1e-6:
                     continue  # no column of r beats what r has
-                cand = np.where(self.counts() - self.held(cur) > 0, -np.inf, self.ben[r])
+                cand = self.ben[r].copy()  # putmask rather than np.where: see eject
+                np.putmask(cand, self.counts() - self.held(cur) > 0, -np.inf)
                 best = int(np.argmax(cand))
                 if cand[best] > max(cur_val, 0.0) + 1e-6:
                     self.set(r, best)
@@ -219,10 +230,14 @@ class _Search:
             idle_at[r] = self.version
             cur = int(self.choice[r])
             cur_val = self.ben[r, cur] if cur >= 0 else 0.0
-            cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
+            # r's best columns depend on r and its column only: kept across calls while r keeps it
+            key = (r, cur, top)
+            cand = self._cand.get(key)
+            if cand is None:
+                cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
+                cand = self._cand[key] = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
             if len(cand) == 0:
                 continue
-            cand = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
             # the columns clashing with exactly one other rider q: the riders holding each candidate's
             # orders (-1: nobody, r itself counts as nobody), one distinct owner left
             owners = self._owner_ext[self.mem_pad[cand]]  # (C, 3)
@@ -236,8 +251,13 @@ class _Search:
             qcurs = self.choice[qs]  # q holds an order, so it has a column
             # q may use columns free of every order held by riders other than q and r, and of b
             base = self.cnt - self.held(cur)
-            clash = base[None, :] - self.held_rows(qcurs) + self.held_rows(bs)
-            qvals = np.where(clash > 0, -np.inf, self.ben[qs])
+            clash = self.held_rows(bs)  # a fresh array: held_rows gathers
+            clash -= self.held_rows(qcurs)
+            clash += base
+            # putmask on a copy: the same values as np.where(clash > 0, -inf, ...), which costs twice
+            # the instructions (its iterator buffers the broadcast -inf)
+            qvals = self.ben[qs]
+            np.putmask(qvals, clash > 0, -np.inf)
             qbest = np.argmax(qvals, axis=1)
             qnew = np.maximum(qvals[np.arange(len(pick)), qbest], 0.0)
             qcur_val = self.ben[qs, qcurs]
@@ -257,9 +277,8 @@ class _Search:
         """Re-assign every rider at once over the chosen bundles plus the bundles made only of
         unassigned orders (a linear assignment, so chains of riders handing bundles on are found);
         new bundles that overlap are kept greedily, then the kept set is matched optimally again."""
-        free_orders = self.owner < 0
-        fresh = ~self.inc_t[~free_orders].any(axis=0)  # bundles of unassigned orders only
-        fresh &= np.isfinite(self.ben).any(axis=0)
+        # bundles of unassigned orders only: counts() is 0 exactly there
+        fresh = (self.cnt == 0) & self.takeable
         pool = np.concatenate([self.choice[self.choice >= 0], np.nonzero(fresh)[0]])
         if len(pool) == 0:
             return False
@@ -288,8 +307,7 @@ class _Search:
 
     def _assign(self, pool: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Best rider for each pool bundle (at most one each); pairs with a positive benefit only."""
-        sub = self.ben[:, pool]
-        gain = np.where(np.isfinite(sub), sub, 0.0)
+        gain = self.gain[:, pool]
         rows, cs = linear_sum_assignment(gain, maximize=True)
         ok = gain[rows, cs] > _EPS
         return rows[ok], cs[ok]
