@@ -46,6 +46,7 @@ from agent.reads import (
     since_event,
     thread_plan,
     thread_plan_dump,
+    thread_step_texts,
 )
 from agent.records import load_snapshot, record
 from agent.settings import strictest_autonomy
@@ -118,6 +119,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
 
 def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
+    from audit.models import json_text
     from audit.service import store_snapshot
 
     rc = runtime.context
@@ -140,7 +142,11 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         brief = brief_of(s, inc, state.get("focus_order_ids"), rc.handoff, since_event(state))
         plan = rc.planner.plan(brief, snapshot, pctx)
         dumped = plan.model_dump(mode="json")
-        sha = plan_digest(dumped)
+        # each step's canonical text once: the proposal's steps, the plan's digest and the approval
+        # request's steps are made of these texts (orjson writes a list as its items joined by ",")
+        step_texts = [json_text(d) for d in dumped["steps"]]
+        steps_text = "[" + ",".join(step_texts) + "]"
+        sha = plan_digest(dumped, steps_text)
         inc.plan = dumped
         inc.plan_sha = sha
         inc.planner = plan.planner
@@ -156,6 +162,7 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             incident=inc,
             plan=plan,
             steps=dumped["steps"],  # each step as st.model_dump(mode="json"), dumped once with the plan
+            texts={"steps": steps_text},
             explanation=_explanations(plan),
             # what the LLM read besides the snapshot: stored like it, so an auditor sees those facts too
             attributes={
@@ -165,7 +172,12 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             if gathered
             else None,
         )
-    rc.handoff[f"plan:{sha}"] = (plan, dumped)
+    # the texts by step index, as assess_node reads the dumps (the last of a repeated index)
+    rc.handoff[f"plan:{sha}"] = (
+        plan,
+        dumped,
+        {d["index"]: t for d, t in zip(dumped["steps"], step_texts, strict=True)},
+    )
     return {"plan_sha": sha, "step_status": dict(inc.step_status)}
 
 
@@ -231,6 +243,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         asking = [st for st in plan.steps if status[str(st.index)] == pending]
         dumped = _dump_verdicts(verdicts)
         step_dumps = {d["index"]: d for d in thread_plan_dump(state, runtime, plan).get("steps", [])}
+        step_texts = thread_step_texts(state, runtime)
         request_id = None
         if asking:
             # idempotent: a re-run of this node after a crash finds the request it already made
@@ -278,6 +291,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 plan=plan,
                 policy_version=policy.version,
                 steps=[step_dumps[st.index] for st in asking],
+                texts={"steps": "[" + ",".join(step_texts[st.index] for st in asking) + "]"} if step_texts else None,
                 result={"request_id": request_id, "steps": [st.index for st in asking]},
             )
     if rc.on_assessed is not None:

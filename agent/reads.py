@@ -47,8 +47,12 @@ def clock_now(rt: Ctx) -> datetime:
     return rt.context.clock.now()
 
 
-def plan_digest(plan: dict[str, Any]) -> str:
-    """sha256 of the dumped plan as canonical JSON: what the state keeps instead of the plan."""
+def plan_digest(plan: dict[str, Any], steps_text: str | None = None) -> str:
+    """sha256 of the dumped plan as canonical JSON: what the state keeps instead of the plan.
+    ``steps_text``: the canonical text of ``plan["steps"]`` when the caller has it (the same bytes in
+    the document: a storm's steps are ~370 KB, serialised once for the digest and the proposal)."""
+    if steps_text is not None:
+        plan = {**plan, "steps": orjson.Fragment(steps_text)}
     return hashlib.sha256(orjson.dumps(plan, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)).hexdigest()
 
 
@@ -83,6 +87,13 @@ def thread_plan_dump(state: IncidentState, rt: Ctx, plan: Plan) -> dict[str, Any
     once by ``plan`` and handed over within the run, made again on a resumed run."""
     handed = rt.context.handoff.get(f"plan:{state.get('plan_sha')}")
     return handed[1] if handed is not None else plan.model_dump(mode="json")  # type: ignore[no-any-return]
+
+
+def thread_step_texts(state: IncidentState, rt: Ctx) -> dict[int, str] | None:
+    """Each step's canonical text (``json_text`` of its ``thread_plan_dump`` entry) by step index, as
+    ``plan`` made them within this run; None on a resumed run."""
+    handed = rt.context.handoff.get(f"plan:{state.get('plan_sha')}")
+    return handed[2] if handed is not None else None  # type: ignore[no-any-return]
 
 
 def brief_of(

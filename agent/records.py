@@ -20,8 +20,10 @@ def record(
     stage: str,
     incident: Incident,
     plan: Plan | None = None,
+    texts: dict[str, str] | None = None,
     **fields: Any,
 ) -> Any:
+    """``texts``: canonical texts of JSON fields already serialised (see append_record)."""
     from audit.models import RecordIn
     from audit.service import append_record
 
@@ -52,7 +54,7 @@ def record(
         attrs.update({f"gen_ai.usage.{k}": v for k, v in plan.usage.items()})
         fields["attributes"] = attrs
     data.update({k: v for k, v in fields.items() if v is not None})
-    return append_record(session=session, record=RecordIn(**data))
+    return append_record(session=session, record=RecordIn(**data), texts=texts)
 
 
 def load_snapshot(*, session: Session, sha: str) -> dict[str, Any] | None:

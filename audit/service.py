@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -110,8 +111,10 @@ def _lock_chain(session: Session) -> None:
     session.execute(_HEAD_SEED["postgresql" if postgres else "sqlite"])
 
 
-def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
-    """Append one record to the chain (seq = last + 1, prev_hash = last record_hash)."""
+def append_record(*, session: Session, record: RecordIn, texts: Mapping[str, str] | None = None) -> DecisionRecord:
+    """Append one record to the chain (seq = last + 1, prev_hash = last record_hash). ``texts``: the
+    canonical text (``json_text``) of JSON fields the caller has serialised already, each exactly
+    ``json_text`` of the record's value (a plan's steps, whose text is also part of its digest)."""
     _lock_chain(session)
     tail = session.execute(_TAIL).first()
     seq, prev = (int(tail[0]) + 1, str(tail[1])) if tail else (1, GENESIS)
@@ -152,7 +155,8 @@ def append_record(*, session: Session, record: RecordIn) -> DecisionRecord:
         "attributes": record.attributes,
     }
     # each JSON field is serialised once: the hash covers exactly the text that is stored
-    texts = {k: json_text(json_values[k]) for k in JSON_FIELDS}
+    given = texts or {}
+    texts = {k: given[k] if k in given else json_text(json_values[k]) for k in JSON_FIELDS}
     digest = record_hash({**values, **texts})
     canonical: dict[str, Any] = {k: CanonicalText(t) for k, t in texts.items()}
     # a Core insert (the ORM's unit of work for one object cost more than the hashing); the record

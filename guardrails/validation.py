@@ -19,7 +19,7 @@ from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
 
 from agent.plan import PlanStep
-from guardrails.context import AssessContext, Autonomy, OrderFacts, RiderFacts
+from guardrails.context import AssessContext, Autonomy
 from guardrails.policy import Policy, StepSubjects, hard_blocks, load_policy, step_subjects
 from guardrails.verdict import Reason
 from tools.base import Tool
@@ -179,39 +179,43 @@ def build_assess_context(
         for row in comp_rows:
             oid, cents = str(row[0]), cast(int | None, row[1])
             paid[oid] = paid.get(oid, 0) + int(cents or 0)
-    order_facts: dict[str, OrderFacts] = {}
+    # the facts as plain dicts: AssessContext validates them into OrderFacts/RiderFacts in one call
+    # (a model per order cost a Python __init__ each for a storm's ~300 orders)
+    order_facts: dict[str, dict[str, Any]] = {}
     for o in orders:
         c = customers.get(o.customer_id)
-        order_facts[o.id] = OrderFacts(
-            value_cents=o.value_cents,
-            status=order_status(o.status).value,
-            customer_id=o.customer_id,
-            customer_tier=str(c.tier) if c else "bronze",  # a StrEnum's str() is its value
-            customer_value_cents=values.get(o.customer_id),
-            refund_claims=c.refund_claims_count if c else 0,
-            rider_id=o.rider_id,
-            compensated_cents=paid.get(o.id, 0),
-        )
+        order_facts[o.id] = {
+            "value_cents": o.value_cents,
+            "status": order_status(o.status).value,
+            "customer_id": o.customer_id,
+            "customer_tier": str(c.tier) if c else "bronze",  # a StrEnum's str() is its value
+            "customer_value_cents": values.get(o.customer_id),
+            "refund_claims": c.refund_claims_count if c else 0,
+            "rider_id": o.rider_id,
+            "compensated_cents": paid.get(o.id, 0),
+        }
 
-    rider_facts: dict[str, RiderFacts] = {}
+    rider_facts: dict[str, dict[str, Any]] = {}
     if rider_ids:
         loads = {str(rid): int(cast(int, n)) for rid, n in session.execute(_RIDER_LOADS, {"ids": rider_ids})}
         rows = session.execute(_RIDER_FACTS, {"ids": rider_ids})
         for r in rows:
-            rider_facts[r.id] = RiderFacts(
-                status=str(r.status),
-                shift_end=aware(r.shift_end),
-                load=int(loads.get(r.id, 0)),
-                capacity=r.capacity,
-            )
-    return AssessContext(
-        incident_order_ids=list(dict.fromkeys(incident_order_ids)),
-        orders=order_facts,
-        riders=rider_facts,
-        incident_spent_cents=spent_cents,
-        autonomy=autonomy,
-        now=now,
-        registered_tools=registered_tools(),
+            rider_facts[r.id] = {
+                "status": str(r.status),
+                "shift_end": aware(r.shift_end),
+                "load": int(loads.get(r.id, 0)),
+                "capacity": r.capacity,
+            }
+    return AssessContext.model_validate(
+        {
+            "incident_order_ids": list(dict.fromkeys(incident_order_ids)),
+            "orders": order_facts,
+            "riders": rider_facts,
+            "incident_spent_cents": spent_cents,
+            "autonomy": autonomy,
+            "now": now,
+            "registered_tools": registered_tools(),
+        }
     )
 
 

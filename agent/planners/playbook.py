@@ -32,8 +32,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from pydantic import TypeAdapter
+
 from agent.investigate import predicted_delays
-from agent.plan import ExpectedEffect, Plan, PlanStep, args_hash
+from agent.plan import Plan, PlanStep, args_hash
 from agent.planners.base import (
     PRIOR_COMPENSATION,
     PRIOR_ESCALATE,
@@ -134,19 +136,32 @@ def merge_joined(steps: list[PlanStep], extra: list[PlanStep]) -> list[PlanStep]
     return out
 
 
-def _step(tool: str, args: dict[str, Any], rationale: str, confidence: float, **effect: Any) -> PlanStep:
+def _step_data(tool: str, args: dict[str, Any], rationale: str, confidence: float, **effect: Any) -> dict[str, Any]:
+    """A step's fields as ``PlanStep`` takes them (validated by ``_step`` or, for a list, ``_steps``)."""
     explanation = effect.pop("explanation", None)
     cont = effect.pop("continue_on_failure", True)
-    return PlanStep(
-        index=0,
-        tool=tool,
-        args=args,
-        rationale=rationale,
-        expected_effect=ExpectedEffect(**effect),
-        confidence=round(max(0.0, min(1.0, confidence)), 4),
-        continue_on_failure=cont,
-        explanation=explanation,
-    )
+    return {
+        "index": 0,
+        "tool": tool,
+        "args": args,
+        "rationale": rationale,
+        "expected_effect": effect,
+        "confidence": round(max(0.0, min(1.0, confidence)), 4),
+        "continue_on_failure": cont,
+        "explanation": explanation,
+    }
+
+
+# a storm's ~400 compensation and notice steps in one validation call each, not a model per step
+_STEPS = TypeAdapter(list[PlanStep])
+
+
+def _steps(data: list[dict[str, Any]]) -> list[PlanStep]:
+    return _STEPS.validate_python(data)
+
+
+def _step(tool: str, args: dict[str, Any], rationale: str, confidence: float, **effect: Any) -> PlanStep:
+    return PlanStep.model_validate(_step_data(tool, args, rationale, confidence, **effect))
 
 
 def reassignment_steps(snapshot: dict[str, Any]) -> list[PlanStep]:
@@ -196,7 +211,7 @@ def compensation_steps(snapshot: dict[str, Any], order_ids: list[str] | None = N
         # confidence: the model's reported fit quality when it gives one, else the documented prior
         conf = float(q.get("fit_r2", PRIOR_COMPENSATION))
         steps.append(
-            _step(
+            _step_data(
                 "issue_compensation",
                 {
                     "order_id": oid,
@@ -210,14 +225,18 @@ def compensation_steps(snapshot: dict[str, Any], order_ids: list[str] | None = N
                 explanation=q.get("explanation"),
             )
         )
-    return steps
+    return _steps(steps)
 
 
 def notify_steps(order_ids: list[str], template: str, why: str) -> list[PlanStep]:
-    return [
-        _step("notify_customer", {"order_id": oid, "template": template}, why, PRIOR_NOTIFY, customers_notified=1)
-        for oid in order_ids
-    ]
+    return _steps(
+        [
+            _step_data(
+                "notify_customer", {"order_id": oid, "template": template}, why, PRIOR_NOTIFY, customers_notified=1
+            )
+            for oid in order_ids
+        ]
+    )
 
 
 def _late_after_plan(snapshot: dict[str, Any]) -> list[str]:
