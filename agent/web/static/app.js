@@ -218,7 +218,7 @@ function editedArgs(stepNode, original) {
 }
 
 // decisions survive a redraw of the queue (the live feed redraws it whenever it changes)
-const deciding = new Set();  // step keys whose decision is on its way to the server
+const deciding = new Set();  // step keys whose decision is on its way or was accepted
 const outcomes = new Map();  // step key -> the server's last answer, shown on the step while it is queued
 
 function stepNodeNow(reqId, index) {  // the step as drawn now, which may not be the node that was clicked
@@ -282,20 +282,21 @@ function renderRequest(req) {
         stepButtons(req.id, step.step_index).forEach(b => { b.disabled = true; });
         try {
           await api(`/approvals/${req.id}/steps/${step.step_index}/decision`, { method: "POST", body });
+          // the step stays in `deciding`: this supervisor's decision is taken, and a redraw while the
+          // step still waits (for another approver) must not offer a second one
           noteDecision(req, step, decision === "reject" ? "Rejected." : "Approved.", true);
           setTimeout(refreshQueue, 400);
         } catch (err) {
+          deciding.delete(step.key);
           noteDecision(req, step, err.message, false);
           stepButtons(req.id, step.step_index).forEach(b => { b.disabled = false; });
-        } finally {
-          deciding.delete(step.key);
         }
       };
-      const inFlight = deciding.has(step.key);
+      const decidedHere = deciding.has(step.key);  // on its way, or accepted
       left.append(el("div", { class: "actions" },
-        el("button", { type: "button", class: "approve", "data-action": "approve", disabled: inFlight, onclick: () => act("approve") }, "Approve"),
-        el("button", { type: "button", class: "secondary", "data-action": "edit", disabled: inFlight, onclick: () => act("edit") }, "Approve with edits"),
-        el("button", { type: "button", class: "reject", "data-action": "reject", disabled: inFlight, onclick: () => act("reject") }, "Reject")));
+        el("button", { type: "button", class: "approve", "data-action": "approve", disabled: decidedHere, onclick: () => act("approve") }, "Approve"),
+        el("button", { type: "button", class: "secondary", "data-action": "edit", disabled: decidedHere, onclick: () => act("edit") }, "Approve with edits"),
+        el("button", { type: "button", class: "reject", "data-action": "reject", disabled: decidedHere, onclick: () => act("reject") }, "Reject")));
     }
     const outcome = outcomes.get(step.key);
     left.append(el("p", { class: outcome ? `result ${outcome.ok ? "ok" : "error"}` : "result", role: "status" }, outcome ? outcome.text : ""));
