@@ -119,7 +119,7 @@ def investigate_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
 
 
 def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
-    from audit.models import json_text
+    from audit.models import json_list_text, json_text
     from audit.service import store_snapshot
 
     rc = runtime.context
@@ -143,9 +143,9 @@ def plan_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
         plan = rc.planner.plan(brief, snapshot, pctx)
         dumped = plan.model_dump(mode="json")
         # each step's canonical text once: the proposal's steps, the plan's digest and the approval
-        # request's steps are made of these texts (orjson writes a list as its items joined by ",")
+        # request's steps are made of these texts
         step_texts = [json_text(d) for d in dumped["steps"]]
-        steps_text = "[" + ",".join(step_texts) + "]"
+        steps_text = json_list_text(step_texts)
         sha = plan_digest(dumped, steps_text)
         inc.plan = dumped
         inc.plan_sha = sha
@@ -188,6 +188,7 @@ def _explanations(plan: Plan) -> dict[str, Any] | None:
 
 def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     """Assess every step (validation + policy); queue the needs-approval ones as ONE request."""
+    from audit.models import json_list_text
     from guardrails.policy import assess_plan, load_policy, step_subjects
     from guardrails.service import create_approval_request, list_requests
     from guardrails.validation import (
@@ -291,7 +292,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
                 plan=plan,
                 policy_version=policy.version,
                 steps=[step_dumps[st.index] for st in asking],
-                texts={"steps": "[" + ",".join(step_texts[st.index] for st in asking) + "]"} if step_texts else None,
+                texts={"steps": json_list_text(step_texts[st.index] for st in asking)} if step_texts else None,
                 result={"request_id": request_id, "steps": [st.index for st in asking]},
             )
     if rc.on_assessed is not None:

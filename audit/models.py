@@ -7,6 +7,7 @@ from the stored bytes without parsing them back: see audit/chain.py.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import UTC, datetime
 from typing import Any, Literal
 
@@ -38,6 +39,12 @@ def json_text(value: Any) -> str:
     """The canonical text a JSON field is stored and hashed as: sorted keys, no spaces, UTF-8.
     None is stored as the text ``null`` (not SQL NULL): nulling a column is then a visible change."""
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS, default=str).decode()
+
+
+def json_list_text(item_texts: Iterable[str]) -> str:
+    """``json_text`` of a list, from its items' ``json_text``: the compact form writes a list as its
+    items joined by commas, so a caller holding the items' texts need not serialise them again."""
+    return "[" + ",".join(item_texts) + "]"
 
 
 class CanonicalText(str):

@@ -405,3 +405,20 @@ def test_value_of_the_wrong_storage_type_is_a_modification(
     _sql(sqlite_only_engine, statement)
     rep = _verify(sqlite_only_engine)
     assert not rep.ok and rep.first_bad_seq == bad_seq, rep
+
+
+def test_a_list_text_made_from_its_items_texts_is_the_lists_own_text() -> None:
+    # the plan's steps are stored and hashed from texts made item by item: they must be the bytes
+    # json_text writes for the whole list, unicode, nesting, non-string keys and empty lists included
+    from audit.models import json_list_text, json_text
+
+    items: list[object] = [
+        {"b": 1, "a": [1.5, None, True], "ü": 'naïve "quoted"\n'},
+        {3: "int key", "nested": {"z": [], "y": {}}},
+        [],
+        "plain",
+        0,
+    ]
+    assert json_list_text(json_text(i) for i in items) == json_text(items)
+    assert json_list_text([]) == json_text([])
+    assert json_list_text([json_text({"a": 1})]) != json_text([{"a": 2}])
