@@ -12,15 +12,18 @@ from sqlmodel import Session
 
 
 def warm_models(*, engine: Any = None, now: datetime | None = None) -> None:
-    """Train/load the compensation model once, and fit the world's customer-value population (about a
-    second on a fresh world), so that the first incident does not pay for them: the service calls
-    this at start-up, ``orderagent incident run`` before timing."""
+    """Train/load the compensation model once, compile the solver's moves, and fit the world's
+    customer-value population (about a second on a fresh world), so that the first incident does not
+    pay for them: the service calls this at start-up, ``orderagent incident run`` before timing."""
     try:
         from tools.compensation.model import get_model
 
         get_model()
     except ImportError:
         pass
+    from tools.riders.solver import warm_up
+
+    warm_up()  # the compiled moves: compiled (or loaded from numba's cache) now, not in an incident
     if engine is None or now is None:
         return
     try:

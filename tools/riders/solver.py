@@ -40,6 +40,7 @@ from collections.abc import Sequence
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
+from tools.riders import moves
 from tools.riders.columns import Columns, build_columns
 from tools.riders.exact import solve_round_exact
 from tools.riders.problem import (
@@ -57,7 +58,7 @@ from tools.riders.problem import (
 __all__ = ["OrderJob", "RiderState", "SolverParams", "Solution", "solve_assignment"]
 
 _EPS = 1e-7
-# the largest held() matrix a search allocates (~5,800 candidate bundles); beyond, rows in a dict
+# the largest overlap matrix a search allocates (~5,800 candidate bundles); beyond, rows are computed when used
 HELD_MATRIX_BYTES = 64 * 2**20
 
 
@@ -83,22 +84,21 @@ class _Search:
         # order -> rider holding it; one slot more, always -1, that the padding of ``mem_pad`` points at
         self._owner_ext = np.full(n + 1, -1, dtype=np.int64)
         self.owner = self._owner_ext[:n]
-        self.mem_pad = np.where(cols.members >= 0, cols.members, n)  # (B, 3)
-        # held() rows, filled on first use; row B (= row -1, "no bundle") stays zero. A problem too
-        # big for the (B+1) x B matrix keeps its rows in a dict instead (the same values, slower)
-        # np.empty and only the last rows zeroed: every other row is written before it is read, and
-        # zeroing (B+1) x B int16 costs a store per byte (~2 M instructions on the storm)
+        self.mem_pad = np.ascontiguousarray(np.where(cols.members >= 0, cols.members, n))  # (B, 3)
+        # overlap rows (tools.riders.moves.held_row), filled on first use; row B ("no bundle") stays
+        # zero. np.empty: every other row is written before it is read, and zeroing (B+1) x B int16
+        # costs a store per byte. A problem too big for the matrix gets a (0, B) array: rows are then
+        # computed when needed, into ``_scratch`` (the same values, slower)
         self._inc_ext = np.empty((n + 1, b_count), dtype=np.int16)
         self._inc_ext[:n] = self.inc_t
         self._inc_ext[n] = 0
         fits = (b_count + 1) * b_count * 2 <= HELD_MATRIX_BYTES
-        self._held = np.empty((b_count + 1, b_count), dtype=np.int16) if fits else None
-        if self._held is not None:
+        self._held = np.empty((b_count + 1 if fits else 0, b_count), dtype=np.int16)
+        if fits:
             self._held[b_count] = 0
-        self._held_rows: dict[int, np.ndarray] = {}
-        self._zero = np.zeros(b_count, dtype=np.int16)
         self._have = np.zeros(b_count + 1, dtype=bool)
         self._have[b_count] = True
+        self._scratch = np.zeros((3, b_count), dtype=np.int16)
         # kept up to date by set(): the chosen bundles are disjoint, so their held() vectors add up
         # to counts() without summing the incidence rows of every held order again
         self.cnt = np.zeros(b_count, dtype=np.int16)
@@ -110,34 +110,22 @@ class _Search:
         self.takeable = np.isfinite(self.ben).any(axis=0)
         # set() counts changes; a move that looked at rider r and found nothing remembers the count,
         # and is not tried for r again until something changed (the same state gives the same answer)
-        self.version = 0
+        self._version = np.zeros(1, dtype=np.int64)
         self._idle_at = {move: np.full(r_count, -1, dtype=np.int64) for move in ("relocate", "eject")}
-        self._cand: dict[tuple[int, int, int], np.ndarray] = {}
+        # eject's candidates per top: each rider's best columns (3 x top), for the column in cand_cur
+        # split's cuts of a bundle in two (moves.split), filled for the bundles split can meet
+        self._size = np.ascontiguousarray(cols.size, dtype=np.int64)
+        self._parts = np.full((b_count, 6, 2), -1, dtype=np.int64)
+        self._parts_done = np.zeros(b_count, dtype=bool)
+        self._cand: dict[int, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
 
-    def held_rows(self, bs: np.ndarray) -> np.ndarray:
-        """(len(bs), B): for each bundle of ``bs`` (-1: none), how many orders each bundle shares with it."""
-        if self._held is None:
-            return np.stack([self.held(int(b)) for b in bs])
-        need = bs[~self._have[bs]]
-        if need.size:
-            need = np.unique(need)
-            self._held[need] = self._inc_ext[self.mem_pad[need]].sum(axis=1, dtype=np.int16)
-            self._have[need] = True
-        return self._held[bs]
+    @property
+    def version(self) -> int:
+        return int(self._version[0])
 
-    def held(self, b: int) -> np.ndarray:
-        """(B,) how many orders each bundle shares with bundle b (zeros for no bundle)."""
-        if self._held is None:
-            if b < 0:
-                return self._zero
-            row = self._held_rows.get(b)
-            if row is None:
-                row = self._held_rows[b] = self._inc_ext[self.mem_pad[b]].sum(axis=0, dtype=np.int16)
-            return row
-        if not self._have[b]:
-            self._held[b] = self._inc_ext[self.mem_pad[b]].sum(axis=0, dtype=np.int16)
-            self._have[b] = True
-        return self._held[b]
+    def _overlap(self) -> tuple[np.ndarray, ...]:
+        """The arrays every compiled move takes last, in ``moves``' order."""
+        return (self._held, self._have, self._inc_ext, self.mem_pad, self._scratch)
 
     def counts(self) -> np.ndarray:
         """(B,) how many of each bundle's orders some rider holds."""
@@ -148,130 +136,64 @@ class _Search:
         return float(sum(self.ben[r, b] for r, b in enumerate(self.choice) if b >= 0))
 
     def set(self, r: int, b: int) -> None:
-        self.version += 1
-        cur = int(self.choice[r])
-        if cur >= 0:
-            self.owner[list(self.members[cur])] = -1
-            self.cnt -= self.held(cur)
-        self.choice[r] = b
-        if b >= 0:
-            self.owner[list(self.members[b])] = r
-            self.cnt += self.held(b)
+        moves.set_choice(r, b, self.choice, self._owner_ext, self.cnt, self._version, *self._overlap())
 
     # ---------------------------------------------------------------- moves
     def relocate(self, max_passes: int = 6) -> bool:
-        """Each rider moves to its best column free of other riders' orders."""
-        moved_any = False
-        idle_at = self._idle_at["relocate"]
-        for _ in range(max_passes):
-            moved = False
-            for r in range(self.ben.shape[0]):
-                if idle_at[r] == self.version:
-                    continue  # nothing changed since r last found no better column
-                cur = int(self.choice[r])
-                cur_val = self.ben[r, cur] if cur >= 0 else 0.0
-                if self.best[r] <= max(cur_val, 0.0) + 1e-6:
-                    continue  # no column of r beats what r has
-                cand = self.ben[r].copy()  # putmask rather than np.where: see eject
-                np.putmask(cand, self.counts() - self.held(cur) > 0, -np.inf)
-                best = int(np.argmax(cand))
-                if cand[best] > max(cur_val, 0.0) + 1e-6:
-                    self.set(r, best)
-                    moved = moved_any = True
-                else:
-                    idle_at[r] = self.version
-            if not moved:
-                break
-        return moved_any
+        """Each rider moves to its best column free of other riders' orders (compiled: moves.relocate)."""
+        if self.ben.shape[1] == 0:
+            return False
+        state = (self.choice, self._owner_ext, self.cnt, self._version)
+        idle = self._idle_at["relocate"]
+        return bool(moves.relocate(max_passes, self.ben, self.best, idle, *state, *self._overlap()))
 
     def split(self) -> bool:
         """A rider hands part of its bundle to an idle rider when the two trips gain together (e.g.
-        two orders each on time alone instead of one late in a pair, when riders are plentiful)."""
-        improved = False
-        for r in range(self.ben.shape[0]):
-            b = int(self.choice[r])
-            if b < 0 or len(self.members[b]) < 2:
+        two orders each on time alone instead of one late in a pair, when riders are plentiful;
+        compiled: moves.split)."""
+        if (self.choice >= 0).all():
+            return False  # no idle rider to hand anything to (the storm: riders are short)
+        # the cuts of every bundle the move can meet: the chosen ones and the pairs they cut into
+        todo = [int(b) for b in self.choice if b >= 0]
+        while todo:
+            b = todo.pop()
+            if self._parts_done[b] or len(self.members[b]) < 2:
                 continue
-            idle = np.nonzero(self.choice < 0)[0]
-            if len(idle) == 0:
-                return improved
+            self._parts_done[b] = True
             mem = self.members[b]
-            best_gain, best_move = 1e-6, None
-            for k in range(1, len(mem)):
-                for part in itertools.combinations(mem, k):
+            k = 0
+            for n_keep in range(1, len(mem)):
+                for part in itertools.combinations(mem, n_keep):
                     rest = tuple(i for i in mem if i not in part)
                     b1, b2 = self.cols.index.get(part), self.cols.index.get(rest)
                     if b1 is None or b2 is None:
                         continue
-                    q_vals = self.ben[idle, b2]
-                    j = int(np.argmax(q_vals))
-                    gain = self.ben[r, b1] + q_vals[j] - self.ben[r, b]
-                    if gain > best_gain:
-                        best_gain, best_move = gain, (b1, int(idle[j]), b2)
-            if best_move is not None:
-                b1, q, b2 = best_move
-                self.set(r, b1)
-                self.set(q, b2)
-                improved = True
-        return improved
+                    self._parts[b, k] = (b1, b2)
+                    k += 1
+                    todo.extend((b1, b2))
+        state = (self.choice, self._owner_ext, self.cnt, self._version)
+        return bool(moves.split(self.ben, self._size, self._parts, *state, *self._overlap()))
 
     def eject(self, top: int = 12) -> bool:
         """Rider r takes a column that clashes with exactly one other rider q, q moves to its best free
         column; applied when the pair gains. Tries each rider's ``top`` best clashing columns, in
-        order of r's benefit, and applies the first that gains (all ``top`` are costed in one array
-        operation: nothing changes between them until a move is applied). ``top`` = 12 rather than 6:
-        on the storm preset and the ten ``storm_like`` problems the mean gap to the MILP optimum fell
-        from 2.6% to 1.2% (the worst from 6.8% to 3.9%, none worse); 24 was no better."""
-        improved = False
-        idle_at = self._idle_at["eject"]
-        for r in range(self.ben.shape[0]):
-            if idle_at[r] == self.version:
-                continue  # nothing changed since r last found no gaining ejection
-            idle_at[r] = self.version
-            cur = int(self.choice[r])
-            cur_val = self.ben[r, cur] if cur >= 0 else 0.0
-            # r's best columns depend on r and its column only: kept across calls while r keeps it
-            key = (r, cur, top)
-            cand = self._cand.get(key)
-            if cand is None:
-                cand = np.nonzero(self.ben[r] > cur_val + 1e-6)[0]
-                cand = self._cand[key] = cand[np.argsort(-self.ben[r, cand])[: top * 3]]
-            if len(cand) == 0:
-                continue
-            # the columns clashing with exactly one other rider q: the riders holding each candidate's
-            # orders (-1: nobody, r itself counts as nobody), one distinct owner left
-            owners = self._owner_ext[self.mem_pad[cand]]  # (C, 3)
-            owners[owners == r] = -1
-            first = owners.max(axis=1)
-            only = (first >= 0) & (np.where(owners >= 0, owners, first[:, None]) == first[:, None]).all(axis=1)
-            pick = np.nonzero(only)[0][:top]
-            if len(pick) == 0:
-                continue
-            bs, qs = cand[pick], first[pick]
-            qcurs = self.choice[qs]  # q holds an order, so it has a column
-            # q may use columns free of every order held by riders other than q and r, and of b
-            base = self.cnt - self.held(cur)
-            clash = self.held_rows(bs)  # a fresh array: held_rows gathers
-            clash -= self.held_rows(qcurs)
-            clash += base
-            # putmask on a copy: the same values as np.where(clash > 0, -inf, ...), which costs twice
-            # the instructions (its iterator buffers the broadcast -inf)
-            qvals = self.ben[qs]
-            np.putmask(qvals, clash > 0, -np.inf)
-            qbest = np.argmax(qvals, axis=1)
-            qnew = np.maximum(qvals[np.arange(len(pick)), qbest], 0.0)
-            qcur_val = self.ben[qs, qcurs]
-            gain = self.ben[r, bs] - cur_val + qnew - qcur_val
-            hits = np.nonzero(gain > 1e-6)[0]
-            if len(hits) == 0:
-                continue
-            k = int(hits[0])
-            b, q, qb = int(bs[k]), int(qs[k]), int(qbest[k])
-            self.set(q, -1)
-            self.set(r, b)
-            self.set(q, qb if qvals[k, qb] > 0 else -1)
-            improved = True
-        return improved
+        order of r's benefit (ties in column order), and applies the first that gains (compiled:
+        moves.eject). ``top`` = 12 rather than 6: on the storm preset and the ten ``storm_like``
+        problems the mean gap to the MILP optimum fell from 2.6% to 1.2% (the worst from 6.8% to
+        3.9%, none worse); 24 was no better."""
+        if self.ben.shape[1] == 0:
+            return False
+        cand = self._cand.get(top)
+        if cand is None:
+            r_count = self.ben.shape[0]
+            cand = self._cand[top] = (
+                np.zeros((r_count, 3 * top), dtype=np.int64),
+                np.zeros(r_count, dtype=np.int64),
+                np.full(r_count, -2, dtype=np.int64),  # -2: not computed yet (-1 is "no column")
+            )
+        state = (self.choice, self._owner_ext, self.cnt, self._version)
+        idle = self._idle_at["eject"]
+        return bool(moves.eject(top, self.ben, idle, *cand, *state, *self._overlap()))
 
     def extend(self) -> bool:
         """Re-assign every rider at once over the chosen bundles plus the bundles made only of
@@ -521,3 +443,12 @@ def solve_assignment(
         exact=check,
         round_objectives=heur_objs,
     )
+
+
+def warm_up() -> None:
+    """Solve a small problem once: the compiled moves (tools.riders.moves) are compiled on their first
+    call, or loaded from numba's cache (``__pycache__``), about 5 s or 0.5 s, paid here instead."""
+    from tools.riders.synthetic import storm_like
+
+    orders, riders, params = storm_like(seed=0, n_orders=12, n_riders=4, n_stores=1)
+    solve_assignment(orders, riders, params)
