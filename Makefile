@@ -1,6 +1,9 @@
 # Two commands for a fresh machine: `make run` and `make test`.
 # Each creates .venv and installs what is missing (a stamp file tracks pyproject.toml).
-PY ?= python3
+# The interpreter of .venv: Debian's python3.11 where it can make a venv, else python3 (`make
+# PY=...` picks another). Debian links libpython into the interpreter; a --enable-shared build without
+# --enable-optimizations (pyenv's default) ran the storm benchmark about 15% slower on the same code.
+PY ?= $(shell /usr/bin/python3.11 -c 'import ensurepip, venv' >/dev/null 2>&1 && echo /usr/bin/python3.11 || echo python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed

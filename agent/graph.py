@@ -194,7 +194,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
     from guardrails.validation import (
         build_assess_context,
         incident_money,
-        schema_errors,
+        plan_schema_errors,
         valued_orders,
     )
     from guardrails.verdict import Decision, Verdict
@@ -224,8 +224,7 @@ def assess_node(state: IncidentState, runtime: Ctx) -> dict[str, Any]:
             valued_order_ids=valued_orders(plan.steps, subjects, policy),
         )
         verdicts: dict[int, Verdict] = assess_plan(plan.steps, actx, policy, subjects)
-        for step in plan.steps:
-            bad = schema_errors(step.tool, step.args)
+        for step, bad in zip(plan.steps, plan_schema_errors(plan.steps), strict=True):
             if bad:
                 verdicts[step.index] = Verdict(decision=Decision.block, reasons=bad, policy_version=policy.version)
         status: dict[str, str] = {}

@@ -582,7 +582,13 @@ def _arg(args: Any, name: str, default: Any) -> Any:
 
 def run(args: Any) -> int:
     """Entry for `orderagent bench` / `bench all` (called by tools.bench)."""
-    machine: dict[str, Any] = {"cpus": os.cpu_count(), "python": sys.version.split()[0]}
+    # which interpreter build ran: the same code ran ~15% slower on pyenv's --enable-shared build
+    # than on Debian's (the README's table names the one it was measured on)
+    machine: dict[str, Any] = {
+        "cpus": os.cpu_count(),
+        "python": sys.version.split()[0],
+        "python_executable": os.path.realpath(sys.executable),
+    }
     result: dict[str, Any] = {"machine": machine}
     repeats = max(int(_arg(args, "repeats", 20)), 1)
     parts: dict[str, Callable[[], dict[str, Any]]] = {

@@ -9,15 +9,19 @@ changes by; ``bench_storm`` stays the figure the target is stated in.
 How: this module runs itself as a child under callgrind with instrumentation off (so the models fit
 at native speed). The child warms up on two unmeasured runs, like ``bench_storm``, turns
 instrumentation on (``callgrind_control -i on``), then runs each measured span inside
-``operator.call``: callgrind collects only inside CPython's ``_operator_call`` (``--toggle-collect``),
-which nothing else on this path calls. A span ends where ``bench_storm``'s clock stops: the assess
-node's ``on_assessed`` raises ``StopSpan``, so executing the allowed steps is not counted.
+``orderagent_span``, a small C function compiled here (gcc, valgrind's header) that turns
+collection on, calls the span back through ctypes and turns it off (``CALLGRIND_TOGGLE_COLLECT``,
+callgrind's client request). Naming an interpreter function to ``--toggle-collect`` works only on a
+build that keeps its symbols (pyenv's ``_operator_call``); Debian's python3.11, which ``make``
+prefers, has none to name, and callgrind does not see a ctypes call enter a function it names. A
+span ends where ``bench_storm``'s clock stops: the assess node's ``on_assessed`` raises ``StopSpan``,
+so executing the allowed steps is not counted.
 """
 
 from __future__ import annotations
 
 import argparse
-import operator
+import ctypes
 import os
 import re
 import shutil
@@ -28,7 +32,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-TOGGLE = "_operator_call"  # the C function whose calls are collected (see the module docstring)
+# the span marker: collection on, the span, collection off (see the module docstring)
+SPAN_C = """#include <valgrind/callgrind.h>
+typedef void (*span_fn)(void);
+void orderagent_span(span_fn fn) { CALLGRIND_TOGGLE_COLLECT; fn(); CALLGRIND_TOGGLE_COLLECT; }
+"""
 
 
 class StopSpan(BaseException):
@@ -40,10 +48,54 @@ def _stop() -> None:
     raise StopSpan
 
 
-def run_spans(spans: int, *, seed: int = 7, before_measured: Callable[[], None] | None = None) -> int:
+def build_span_lib(folder: Path) -> Path:
+    """``orderagent_span`` compiled into ``folder`` (a shared library)."""
+    if shutil.which("gcc") is None:
+        raise RuntimeError("storm_instructions needs gcc (to build its span marker)")
+    source, lib = folder / "span.c", folder / "span.so"
+    source.write_text(SPAN_C)
+    cmd = ["gcc", "-O2", "-shared", "-fPIC", "-o", str(lib), str(source)]
+    subprocess.run(cmd, check=True, capture_output=True)
+    return lib
+
+
+def span_caller(lib: Path) -> Callable[[Callable[[], None]], None]:
+    """A caller that runs a function inside ``orderagent_span``; what it raises is raised again after
+    (a ctypes callback cannot let an exception through)."""
+    marker = ctypes.CDLL(str(lib)).orderagent_span
+    callback_type = ctypes.CFUNCTYPE(None)
+
+    def call(fn: Callable[[], None]) -> None:
+        raised: list[BaseException] = []
+
+        def body() -> None:
+            try:
+                fn()
+            except BaseException as exc:  # noqa: BLE001 - handed back below, StopSpan included
+                raised.append(exc)
+
+        marker(callback_type(body))
+        if raised:
+            raise raised[0]
+
+    return call
+
+
+def _plain_call(fn: Callable[[], None]) -> None:
+    fn()
+
+
+def run_spans(
+    spans: int,
+    *,
+    seed: int = 7,
+    before_measured: Callable[[], None] | None = None,
+    measure: Callable[[Callable[[], None]], None] = _plain_call,
+) -> int:
     """Two warm-up runs of the storm, then ``spans`` measured spans (ingest -> last assess committed),
-    each inside ``operator.call`` and each on a fresh copy of the world; returns how many spans reached
-    the assess node. ``before_measured`` runs once before the first measured span."""
+    each run by ``measure`` (under callgrind, ``span_caller``) and each on a fresh copy of the world;
+    returns how many spans reached the assess node. ``before_measured`` runs once before the first
+    measured span."""
     from agent.runtime import AgentRuntime, make_planner
     from agent.settings import get_settings
     from agent.warmup import freeze_warm_heap
@@ -80,7 +132,7 @@ def run_spans(spans: int, *, seed: int = 7, before_measured: Callable[[], None] 
                     rt.run_incident(iid)
 
             try:
-                operator.call(span) if measured else span()
+                measure(span) if measured else span()
             except StopSpan:
                 stopped += 1
             finally:
@@ -91,7 +143,7 @@ def run_spans(spans: int, *, seed: int = 7, before_measured: Callable[[], None] 
 
 def _instrument_on() -> None:
     """Ask callgrind to instrument from now on. Valgrind handles the request while this process runs
-    code, so it spins (uncollected: outside ``operator.call``) until callgrind_control returns."""
+    code, so it spins (uncollected: outside ``orderagent_span``) until callgrind_control returns."""
     ctl = subprocess.Popen(["callgrind_control", "-i", "on", str(os.getpid())], stdout=subprocess.DEVNULL)
     while ctl.poll() is None:
         pass
@@ -113,12 +165,12 @@ def bench_storm_instructions(*, spans: int = 2, seed: int = 7) -> dict[str, Any]
         raise RuntimeError("storm_instructions needs valgrind (Debian package valgrind)")
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "callgrind.out"
+        lib = build_span_lib(Path(tmp))
         cmd = [
             "valgrind",
             "--tool=callgrind",
             "--instr-atstart=no",
             "--collect-atstart=no",
-            f"--toggle-collect={TOGGLE}",
             f"--callgrind-out-file={out}",
             sys.executable,
             "-m",
@@ -127,13 +179,15 @@ def bench_storm_instructions(*, spans: int = 2, seed: int = 7) -> dict[str, Any]
             str(spans),
             "--seed",
             str(seed),
+            "--span-lib",
+            str(lib),
         ]
         done = subprocess.run(cmd, capture_output=True, text=True, check=False)
         if done.returncode != 0 or not out.exists():
             raise RuntimeError(f"the callgrind run failed: {done.stderr[-2000:]}")
         total = callgrind_total(out.read_text())
     if total == 0:
-        raise RuntimeError(f"callgrind collected nothing: is {TOGGLE} in this Python's symbols?")
+        raise RuntimeError("callgrind collected nothing inside orderagent_span")
     return {"storm_instructions_millions": round(total / spans / 1e6, 1), "storm_instructions_spans": spans}
 
 
@@ -142,11 +196,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m evals.bench_instructions")
     parser.add_argument("--spans", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--span-lib", type=Path, required=True, help="built by build_span_lib")
     args = parser.parse_args(argv)
     import logging
 
     logging.disable(logging.WARNING)  # the LTV fit's warning, once per warm-up, is not the figure
-    stopped = run_spans(args.spans, seed=args.seed, before_measured=_instrument_on)
+    stopped = run_spans(args.spans, seed=args.seed, before_measured=_instrument_on, measure=span_caller(args.span_lib))
     if stopped != args.spans:
         sys.stderr.write(f"only {stopped} of {args.spans} spans reached the assess node\n")
         return 1

@@ -8,12 +8,12 @@ rather than executed blindly.
 from __future__ import annotations
 
 import importlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any, cast
 
 import structlog
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 from sqlalchemy import bindparam, func
 from sqlalchemy import select as sa_select
 from sqlmodel import Session, col, select
@@ -253,11 +253,45 @@ def schema_errors(tool_name: str, args: dict[str, Any]) -> list[Reason]:
     try:
         tool.validate_args(args)
     except ValidationError as exc:
-        problems = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc']) or '(args)'}: {e['msg']}" for e in exc.errors(include_url=False)
-        )
-        return [Reason(code="invalid_arguments", message=f"{tool_name}: {problems}", rule="schema")]
+        return [_invalid(tool_name, [(e["loc"], e["msg"]) for e in exc.errors(include_url=False)])]
     return []
+
+
+def _invalid(tool_name: str, errors: list[tuple[tuple[Any, ...], str]]) -> Reason:
+    problems = "; ".join(f"{'.'.join(str(p) for p in loc) or '(args)'}: {msg}" for loc, msg in errors)
+    return Reason(code="invalid_arguments", message=f"{tool_name}: {problems}", rule="schema")
+
+
+# per argument model, its list: one validation call for all of a plan's steps of that tool
+_ARG_LISTS: dict[type[Any], TypeAdapter[list[Any]]] = {}
+
+
+def plan_schema_errors(steps: Sequence[PlanStep]) -> list[list[Reason]]:
+    """``schema_errors`` of each step, in the steps' order: the steps of each tool validated as one
+    list (a storm's 213 notices and 195 compensations, two calls instead of 408). The same checks and
+    messages: a list item's errors are its own, located without the list index."""
+    out: list[list[Reason]] = [[] for _ in steps]
+    by_tool: dict[str, list[int]] = {}
+    for k, step in enumerate(steps):
+        by_tool.setdefault(step.tool, []).append(k)
+    for name, positions in by_tool.items():
+        tool = find_tool(name)
+        if tool is None:
+            for k in positions:
+                out[k] = schema_errors(name, steps[k].args)
+            continue
+        adapter = _ARG_LISTS.get(tool.args_model)
+        if adapter is None:
+            adapter = _ARG_LISTS[tool.args_model] = TypeAdapter(cast(Any, list)[tool.args_model])
+        try:
+            adapter.validate_python([steps[k].args for k in positions])
+        except ValidationError as exc:
+            per_item: dict[int, list[tuple[tuple[Any, ...], str]]] = {}
+            for e in exc.errors(include_url=False):
+                per_item.setdefault(int(e["loc"][0]), []).append((tuple(e["loc"][1:]), e["msg"]))
+            for i, errors in per_item.items():
+                out[positions[i]] = [_invalid(name, errors)]
+    return out
 
 
 def validate_live(

@@ -15,10 +15,18 @@ from tools.models import Customer, Order, OrderEvent, Rider, Store, WorldInfo, a
 from tools.state_machine import NotFound, OrderStatus, check_transition
 
 
+# session.info key of the session's WorldInfo: the session holds the row object for as long as it lives
+_WORLD_REF = "orderagent.world"
+
+
 def get_world(*, session: Session) -> WorldInfo:
+    """The world row. The session keeps a reference to it: its identity map holds objects weakly, and a
+    tool's call reads the world four or five times in one session (one SELECT each, ~0.3 ms, while
+    nothing else held it). A commit expires it as any object, and the next read refreshes it."""
     world = session.get(WorldInfo, 1)
     if world is None:
         raise NotFound("no world is loaded: run `orderagent world generate` or `world load-mdrp`")
+    session.info[_WORLD_REF] = world
     return world
 
 
@@ -145,6 +153,10 @@ def list_riders(*, session: Session, zone: str | None = None) -> list[Rider]:
 def clear_world(*, session: Session) -> None:
     """Delete every row of the world tables (a loader replaces the world in one transaction)."""
     from tools import models as m
+
+    world = session.info.pop(_WORLD_REF, None)
+    if world is not None and world in session:
+        session.expunge(world)  # the rows go by Core deletes: the old world must not be read again
 
     for table in (
         m.Escalation,

@@ -105,3 +105,20 @@ def test_storm_instructions_child_stops_each_span_at_the_assess_node() -> None:
     assert bench_instructions.callgrind_total("totals: 12\n") == 12
     with pytest.raises(ValueError):
         bench_instructions.callgrind_total("events: Ir\n")
+
+
+def test_the_span_marker_runs_the_span_inside_it_and_hands_back_what_it_raised(tmp_path: Path) -> None:
+    """``orderagent_span`` (compiled with gcc) calls the span back; StopSpan, raised in a ctypes
+    callback, comes back out of the caller (ctypes alone would print and drop it)."""
+    from evals import bench_instructions
+
+    call = bench_instructions.span_caller(bench_instructions.build_span_lib(tmp_path))
+    ran: list[int] = []
+    call(lambda: ran.append(1))
+    assert ran == [1]
+
+    def stop() -> None:
+        raise bench_instructions.StopSpan
+
+    with pytest.raises(bench_instructions.StopSpan):
+        call(stop)

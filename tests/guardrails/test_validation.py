@@ -5,7 +5,13 @@ from __future__ import annotations
 from sqlalchemy.engine import Engine
 from sqlmodel import Session
 
-from guardrails.validation import build_assess_context, incident_spent_cents, validate_live
+from guardrails.validation import (
+    build_assess_context,
+    incident_spent_cents,
+    plan_schema_errors,
+    schema_errors,
+    validate_live,
+)
 from tests.guardrails.factories import INCIDENT_ORDERS, NOW, build_world, comp_step, plan_step
 from tools.models import Compensation, CompensationKind, Order, Rider
 from tools.state_machine import OrderStatus
@@ -155,3 +161,22 @@ def test_customer_values_are_looked_up_only_where_the_verdicts_read_them(engine:
     assert some.orders["o3"].customer_value_cents == full.orders["o3"].customer_value_cents is not None
     # and the verdicts are the same either way
     assert assess_plan(steps, some, policy, subjects) == assess_plan(steps, full, policy, subjects)
+
+
+def test_a_plan_checked_per_tool_in_one_call_gets_each_steps_own_reasons() -> None:
+    """plan_schema_errors validates the steps of each tool as one list: each step gets exactly what
+    schema_errors gives it alone (messages located without the list index), in the plan's order."""
+    steps = [
+        comp_step(0, 500),
+        plan_step(1, "issue_compensation", order_id="o1", kind="coupon", amount_cents=500),  # no reason
+        plan_step(2, "hold_order", order_id="o1", approve_all=True),  # an extra field
+        plan_step(3, "wire_money", to="me"),  # no such tool
+        plan_step(4, "issue_compensation", order_id="o2", kind="voucher", amount_cents="lots", reason="late"),
+        comp_step(5, 700, order="o2"),
+        plan_step(6, "hold_order", order_id="o3"),
+    ]
+    batched = plan_schema_errors(steps)
+    assert batched == [schema_errors(st.tool, st.args) for st in steps]
+    assert [bool(b) for b in batched] == [False, True, True, True, True, False, False]
+    assert "amount_cents" in batched[4][0].message and "kind" in batched[4][0].message
+    assert not batched[4][0].message.startswith("issue_compensation: 0")  # no list index in the location
