@@ -8,7 +8,8 @@ a call on a small array, and the calls cost more than the work: the storm's sear
 them. Compiled, each step is a loop over the bundles; the arithmetic is
 the same, in the same order (no fastmath), so the moves make the same choices as the numpy code did.
 
-Shared conventions (B bundles, N orders, R riders):
+Every move takes the search's state as one tuple, ``state`` = (choice, owner_ext, cnt, version, held,
+have, inc_ext, mem_pad, scratch), which the moves change in place. Its parts (B bundles, N orders):
 
 - ``held`` is the (B+1, B) overlap matrix, row b filled on first use (``have[b]``): how many orders
   each bundle shares with bundle b; row B stays zero and stands for "no bundle" (b = -1). A problem
@@ -31,8 +32,9 @@ GAIN_EPS = 1e-6  # what a move must gain to be applied
 
 
 @njit(cache=True, nogil=True)
-def held_row(b: int, held: Any, have: Any, inc_ext: Any, mem_pad: Any, scratch: Any, slot: int) -> Any:
+def held_row(b: int, state: Any, slot: int) -> Any:
     """(B,) how many orders each bundle shares with bundle ``b`` (zeros for b = -1)."""
+    held, have, inc_ext, mem_pad, scratch = state[4], state[5], state[6], state[7], state[8]
     n_bundles = inc_ext.shape[1]
     if held.shape[0] > 0:
         if b < 0:
@@ -54,20 +56,9 @@ def held_row(b: int, held: Any, have: Any, inc_ext: Any, mem_pad: Any, scratch: 
 
 
 @njit(cache=True, nogil=True)
-def set_choice(
-    r: int,
-    b: int,
-    choice: Any,
-    owner_ext: Any,
-    cnt: Any,
-    version: Any,
-    held: Any,
-    have: Any,
-    inc_ext: Any,
-    mem_pad: Any,
-    scratch: Any,
-) -> None:
+def set_choice(r: int, b: int, state: Any) -> None:
     """Rider ``r`` takes bundle ``b`` (-1: none): the owners of its orders and the held counts follow."""
+    choice, owner_ext, cnt, version, inc_ext, mem_pad = state[0], state[1], state[2], state[3], state[6], state[7]
     n_orders = inc_ext.shape[0] - 1
     version[0] += 1
     cur = choice[r]
@@ -76,7 +67,7 @@ def set_choice(
             m = mem_pad[cur, j]
             if m < n_orders:
                 owner_ext[m] = -1
-        row = held_row(cur, held, have, inc_ext, mem_pad, scratch, 0)
+        row = held_row(cur, state, 0)
         for c in range(cnt.shape[0]):
             cnt[c] -= row[c]
     choice[r] = b
@@ -85,7 +76,7 @@ def set_choice(
             m = mem_pad[b, j]
             if m < n_orders:
                 owner_ext[m] = r
-        row = held_row(b, held, have, inc_ext, mem_pad, scratch, 0)
+        row = held_row(b, state, 0)
         for c in range(cnt.shape[0]):
             cnt[c] += row[c]
 
@@ -103,22 +94,9 @@ def _best_free(q_row: Any, cnt: Any, plus: Any, minus: Any) -> tuple[int, float]
 
 
 @njit(cache=True, nogil=True)
-def relocate(
-    max_passes: int,
-    ben: Any,
-    best: Any,
-    idle: Any,
-    choice: Any,
-    owner_ext: Any,
-    cnt: Any,
-    version: Any,
-    held: Any,
-    have: Any,
-    inc_ext: Any,
-    mem_pad: Any,
-    scratch: Any,
-) -> bool:
+def relocate(max_passes: int, ben: Any, best: Any, idle: Any, state: Any) -> bool:
     """Each rider moves to its best column free of other riders' orders; passes until none moves."""
+    choice, cnt, version = state[0], state[2], state[3]
     zero = np.zeros(cnt.shape[0], dtype=cnt.dtype)
     moved_any = False
     for _ in range(max_passes):
@@ -131,10 +109,10 @@ def relocate(
             bar = max(cur_val, 0.0) + GAIN_EPS
             if best[r] <= bar:
                 continue  # no column of r beats what r has
-            own = held_row(cur, held, have, inc_ext, mem_pad, scratch, 1)
+            own = held_row(cur, state, 1)
             c, v = _best_free(ben[r], cnt, zero, own)
             if v > bar:
-                set_choice(r, c, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
+                set_choice(r, c, state)
                 moved = moved_any = True
             else:
                 idle[r] = version[0]
@@ -144,23 +122,11 @@ def relocate(
 
 
 @njit(cache=True, nogil=True)
-def split(
-    ben: Any,
-    size: Any,
-    parts: Any,
-    choice: Any,
-    owner_ext: Any,
-    cnt: Any,
-    version: Any,
-    held: Any,
-    have: Any,
-    inc_ext: Any,
-    mem_pad: Any,
-    scratch: Any,
-) -> bool:
+def split(ben: Any, size: Any, parts: Any, state: Any) -> bool:
     """A rider hands part of its bundle to an idle rider when the two trips gain together. ``parts``
     (B, 6, 2): the ways to cut bundle b in two (the part r keeps, the rest), both bundles existing,
     padded with -1; filled by the caller for every bundle this call can meet (``_Search.split``)."""
+    choice = state[0]
     improved = False
     n_riders = ben.shape[0]
     for r in range(n_riders):
@@ -187,8 +153,8 @@ def split(
             if gain > best_gain:
                 best_gain, best_keep, best_q, best_rest = gain, keep, q_best, rest
         if best_keep >= 0:
-            set_choice(r, best_keep, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
-            set_choice(best_q, best_rest, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
+            set_choice(r, best_keep, state)
+            set_choice(best_q, best_rest, state)
             improved = True
     return improved
 
@@ -215,27 +181,12 @@ def _candidates(r: int, cur_val: float, ben: Any, top: int, cand_buf: Any, cand_
 
 
 @njit(cache=True, nogil=True)
-def eject(
-    top: int,
-    ben: Any,
-    idle: Any,
-    cand_buf: Any,
-    cand_len: Any,
-    cand_cur: Any,
-    choice: Any,
-    owner_ext: Any,
-    cnt: Any,
-    version: Any,
-    held: Any,
-    have: Any,
-    inc_ext: Any,
-    mem_pad: Any,
-    scratch: Any,
-) -> bool:
+def eject(top: int, ben: Any, idle: Any, cand_buf: Any, cand_len: Any, cand_cur: Any, state: Any) -> bool:
     """Rider r takes a column that clashes with exactly one other rider q, and q moves to its best
     column free of every other rider's orders and of r's new one; applied when the pair gains. Of r's
     columns better than its own (``_candidates``, kept while r keeps its column), the first ``top``
     that clash with one rider only are costed in order and the first that gains is applied."""
+    choice, owner_ext, cnt, version, mem_pad = state[0], state[1], state[2], state[3], state[7]
     improved = False
     for r in range(ben.shape[0]):
         if idle[r] == version[0]:
@@ -247,7 +198,7 @@ def eject(
             _candidates(r, cur_val, ben, top, cand_buf, cand_len)
             cand_cur[r] = cur
         # the counts without r's own column: what q must avoid besides r's new column
-        own = held_row(cur, held, have, inc_ext, mem_pad, scratch, 1)
+        own = held_row(cur, state, 1)
         picked = 0
         for i in range(cand_len[r]):
             if picked == top:
@@ -267,8 +218,8 @@ def eject(
                 continue  # nobody to eject, or more than one rider
             picked += 1
             q_cur = choice[q]  # q holds an order, so it has a column
-            theirs = held_row(q_cur, held, have, inc_ext, mem_pad, scratch, 2)
-            mine = held_row(b, held, have, inc_ext, mem_pad, scratch, 0)
+            theirs = held_row(q_cur, state, 2)
+            mine = held_row(b, state, 0)
             # clash = held(b) - held(q_cur) + (cnt - held(cur)), kept as two rows and the counts
             best_c, best_v = 0, -np.inf
             q_row = ben[q]
@@ -279,9 +230,9 @@ def eject(
             gain = ben[r, b] - cur_val + max(best_v, 0.0) - ben[q, q_cur]
             if gain > GAIN_EPS:
                 q_new = best_c if best_v > 0 else -1
-                set_choice(q, -1, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
-                set_choice(r, b, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
-                set_choice(q, q_new, choice, owner_ext, cnt, version, held, have, inc_ext, mem_pad, scratch)
+                set_choice(q, -1, state)
+                set_choice(r, b, state)
+                set_choice(q, q_new, state)
                 improved = True
                 break
     return improved

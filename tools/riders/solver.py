@@ -123,9 +123,20 @@ class _Search:
     def version(self) -> int:
         return int(self._version[0])
 
-    def _overlap(self) -> tuple[np.ndarray, ...]:
-        """The arrays every compiled move takes last, in ``moves``' order."""
-        return (self._held, self._have, self._inc_ext, self.mem_pad, self._scratch)
+    @property
+    def _state(self) -> tuple[np.ndarray, ...]:
+        """The state every compiled move takes and changes in place (``moves``' order)."""
+        return (
+            self.choice,
+            self._owner_ext,
+            self.cnt,
+            self._version,
+            self._held,
+            self._have,
+            self._inc_ext,
+            self.mem_pad,
+            self._scratch,
+        )
 
     def counts(self) -> np.ndarray:
         """(B,) how many of each bundle's orders some rider holds."""
@@ -136,16 +147,14 @@ class _Search:
         return float(sum(self.ben[r, b] for r, b in enumerate(self.choice) if b >= 0))
 
     def set(self, r: int, b: int) -> None:
-        moves.set_choice(r, b, self.choice, self._owner_ext, self.cnt, self._version, *self._overlap())
+        moves.set_choice(r, b, self._state)
 
     # ---------------------------------------------------------------- moves
     def relocate(self, max_passes: int = 6) -> bool:
         """Each rider moves to its best column free of other riders' orders (compiled: moves.relocate)."""
         if self.ben.shape[1] == 0:
             return False
-        state = (self.choice, self._owner_ext, self.cnt, self._version)
-        idle = self._idle_at["relocate"]
-        return bool(moves.relocate(max_passes, self.ben, self.best, idle, *state, *self._overlap()))
+        return bool(moves.relocate(max_passes, self.ben, self.best, self._idle_at["relocate"], self._state))
 
     def split(self) -> bool:
         """A rider hands part of its bundle to an idle rider when the two trips gain together (e.g.
@@ -171,8 +180,7 @@ class _Search:
                     self._parts[b, k] = (b1, b2)
                     k += 1
                     todo.extend((b1, b2))
-        state = (self.choice, self._owner_ext, self.cnt, self._version)
-        return bool(moves.split(self.ben, self._size, self._parts, *state, *self._overlap()))
+        return bool(moves.split(self.ben, self._size, self._parts, self._state))
 
     def eject(self, top: int = 12) -> bool:
         """Rider r takes a column that clashes with exactly one other rider q, q moves to its best free
@@ -191,9 +199,7 @@ class _Search:
                 np.zeros(r_count, dtype=np.int64),
                 np.full(r_count, -2, dtype=np.int64),  # -2: not computed yet (-1 is "no column")
             )
-        state = (self.choice, self._owner_ext, self.cnt, self._version)
-        idle = self._idle_at["eject"]
-        return bool(moves.eject(top, self.ben, idle, *cand, *state, *self._overlap()))
+        return bool(moves.eject(top, self.ben, self._idle_at["eject"], *cand, self._state))
 
     def extend(self) -> bool:
         """Re-assign every rider at once over the chosen bundles plus the bundles made only of
