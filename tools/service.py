@@ -14,7 +14,6 @@ from sqlmodel import Session, col, select
 from tools.models import Customer, Order, OrderEvent, Rider, Store, WorldInfo, aware
 from tools.state_machine import NotFound, OrderStatus, check_transition
 
-
 # session.info key of the session's WorldInfo: the session holds the row object for as long as it lives
 _WORLD_REF = "orderagent.world"
 
