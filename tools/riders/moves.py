@@ -82,12 +82,12 @@ def set_choice(r: int, b: int, state: Any) -> None:
 
 
 @njit(cache=True, nogil=True)
-def _best_free(q_row: Any, cnt: Any, plus: Any, minus: Any) -> tuple[int, float]:
+def _best_free(q_row: Any, cnt: Any, own: Any, plus: Any, minus: Any) -> tuple[int, float]:
     """argmax (first on ties, as np.argmax) of ``q_row`` over the bundles none of whose orders is held
-    once ``plus`` is added to and ``minus`` taken from the counts ``cnt``; -inf where one is."""
+    by the counts ``cnt`` without ``own``, with ``plus`` added and ``minus`` taken; -inf where one is."""
     best_c, best_v = 0, -np.inf
     for c in range(q_row.shape[0]):
-        v = q_row[c] if cnt[c] + plus[c] - minus[c] <= 0 else -np.inf
+        v = q_row[c] if cnt[c] - own[c] + plus[c] - minus[c] <= 0 else -np.inf
         if c == 0 or v > best_v:
             best_c, best_v = c, v
     return best_c, best_v
@@ -110,7 +110,7 @@ def relocate(max_passes: int, ben: Any, best: Any, idle: Any, state: Any) -> boo
             if best[r] <= bar:
                 continue  # no column of r beats what r has
             own = held_row(cur, state, 1)
-            c, v = _best_free(ben[r], cnt, zero, own)
+            c, v = _best_free(ben[r], cnt, own, zero, zero)
             if v > bar:
                 set_choice(r, c, state)
                 moved = moved_any = True
@@ -163,18 +163,9 @@ def split(ben: Any, size: Any, parts: Any, state: Any) -> bool:
 def _candidates(r: int, cur_val: float, ben: Any, top: int, cand_buf: Any, cand_len: Any) -> None:
     """r's columns better than ``cur_val``, best first (ties in column order), the first 3 x ``top``."""
     row = ben[r]
-    n_better = 0
-    for c in range(row.shape[0]):
-        if row[c] > cur_val + GAIN_EPS:
-            n_better += 1
-    idx = np.empty(n_better, dtype=np.int64)
-    k = 0
-    for c in range(row.shape[0]):
-        if row[c] > cur_val + GAIN_EPS:
-            idx[k] = c
-            k += 1
+    idx = np.nonzero(row > cur_val + GAIN_EPS)[0]
     order = np.argsort(-row[idx], kind="mergesort")
-    n = min(n_better, 3 * top)
+    n = min(len(idx), 3 * top)
     for i in range(n):
         cand_buf[r, i] = idx[order[i]]
     cand_len[r] = n
@@ -220,13 +211,8 @@ def eject(top: int, ben: Any, idle: Any, cand_buf: Any, cand_len: Any, cand_cur:
             q_cur = choice[q]  # q holds an order, so it has a column
             theirs = held_row(q_cur, state, 2)
             mine = held_row(b, state, 0)
-            # clash = held(b) - held(q_cur) + (cnt - held(cur)), kept as two rows and the counts
-            best_c, best_v = 0, -np.inf
-            q_row = ben[q]
-            for c in range(q_row.shape[0]):
-                v = q_row[c] if mine[c] - theirs[c] + cnt[c] - own[c] <= 0 else -np.inf
-                if c == 0 or v > best_v:
-                    best_c, best_v = c, v
+            # q avoids the orders of every rider but r and q, and those of r's new column
+            best_c, best_v = _best_free(ben[q], cnt, own, mine, theirs)
             gain = ben[r, b] - cur_val + max(best_v, 0.0) - ben[q, q_cur]
             if gain > GAIN_EPS:
                 q_new = best_c if best_v > 0 else -1

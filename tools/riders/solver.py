@@ -83,7 +83,6 @@ class _Search:
         self.choice = np.full(r_count, -1, dtype=np.int64)
         # order -> rider holding it; one slot more, always -1, that the padding of ``mem_pad`` points at
         self._owner_ext = np.full(n + 1, -1, dtype=np.int64)
-        self.owner = self._owner_ext[:n]
         self.mem_pad = np.ascontiguousarray(np.where(cols.members >= 0, cols.members, n))  # (B, 3)
         # overlap rows (tools.riders.moves.held_row), filled on first use; row B ("no bundle") stays
         # zero. np.empty: every other row is written before it is read, and zeroing (B+1) x B int16
@@ -99,8 +98,8 @@ class _Search:
         self._have = np.zeros(b_count + 1, dtype=bool)
         self._have[b_count] = True
         self._scratch = np.zeros((3, b_count), dtype=np.int16)
-        # kept up to date by set(): the chosen bundles are disjoint, so their held() vectors add up
-        # to counts() without summing the incidence rows of every held order again
+        # (B,) how many of each bundle's orders some rider holds, kept up to date by set(): the chosen
+        # bundles are disjoint, so their overlap rows add up to it
         self.cnt = np.zeros(b_count, dtype=np.int16)
         # each rider's best column anywhere: an upper bound that lets moves skip what cannot gain
         self.best = self.ben.max(axis=1, initial=-np.inf) if self.ben.size else np.full(r_count, -np.inf)
@@ -137,10 +136,6 @@ class _Search:
             self.mem_pad,
             self._scratch,
         )
-
-    def counts(self) -> np.ndarray:
-        """(B,) how many of each bundle's orders some rider holds."""
-        return self.cnt
 
     # ---------------------------------------------------------------- bookkeeping
     def value(self) -> float:
@@ -205,7 +200,7 @@ class _Search:
         """Re-assign every rider at once over the chosen bundles plus the bundles made only of
         unassigned orders (a linear assignment, so chains of riders handing bundles on are found);
         new bundles that overlap are kept greedily, then the kept set is matched optimally again."""
-        # bundles of unassigned orders only: counts() is 0 exactly there
+        # bundles of unassigned orders only: cnt is 0 exactly there
         fresh = (self.cnt == 0) & self.takeable
         pool = np.concatenate([self.choice[self.choice >= 0], np.nonzero(fresh)[0]])
         if len(pool) == 0:
